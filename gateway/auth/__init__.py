@@ -1,0 +1,1 @@
+"""Caller identity: JWT verification, key sources and the verified principal."""

@@ -1,0 +1,29 @@
+"""The verified identity of a caller, available to the rest of the request path."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A caller whose token has been verified.
+
+    Only an authentication interceptor creates these; everything after it (policy, limits,
+    routing, audit) trusts the fields as verified facts.
+    """
+
+    subject: str
+    department: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    clearance: str | None = None
+    purpose: str | None = None
+    token_id: str | None = None
+    issuer: str = ""
+    expires_at: float = 0.0
+
+
+CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "llmgateway_principal", default=None
+)

@@ -1,0 +1,115 @@
+"""The port every inference engine implements (TensorRT-LLM on a GPU, or the simulator)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class FinishReason(enum.Enum):
+    """Why a generation ended (TensorRT-LLM's `CompletionOutput.finish_reason` values)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """One chat message; role is `system`, `user` or `assistant`."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRequest:
+    """One generation as the engine sees it. Exactly one of `prompt` and `messages` is set."""
+
+    request_id: str
+    model: str
+    max_tokens: int
+    prompt: str | None = None
+    messages: tuple[ChatTurn, ...] = ()
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    cache_salt: str | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineChunk:
+    """New output since the previous chunk.
+
+    `prompt_tokens` is the input length once known; `finish_reason` is set on the last chunk only
+    and `completion_tokens` then holds the total generated.
+    """
+
+    text: str
+    token_count: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """A load report: what the router balances on."""
+
+    active: int
+    queued: int
+    free_slots: int
+    max_slots: int
+    kv_cache_utilization: float = 0.0
+
+
+class EngineError(Exception):
+    """Base class of errors an engine reports; the worker maps each to one gRPC status."""
+
+
+class EngineOverloaded(EngineError):
+    """The engine's waiting queue is full: try another worker (RESOURCE_EXHAUSTED)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot run requests now, e.g. it is shutting down (UNAVAILABLE)."""
+
+
+class UnsupportedModel(EngineError):
+    """The engine does not serve the requested model (NOT_FOUND)."""
+
+
+class InvalidEngineRequest(EngineError):
+    """The request cannot run on this engine, e.g. too long for its context (INVALID_ARGUMENT)."""
+
+
+class Engine(Protocol):
+    """A model runtime with in-flight batching.
+
+    `generate` returns an async iterator of chunks. Leaving the iteration early (the consumer is
+    cancelled or calls `aclose()`) must abort the request in the engine and free its batch slot
+    at once: a worker never spends GPU time on a caller who has gone away.
+    """
+
+    kind: str
+    models: tuple[str, ...]
+
+    async def start(self) -> None:
+        """Load the model and start background tasks."""
+
+    async def close(self) -> None:
+        """Abort running requests and release the model."""
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        """Run one generation, yielding chunks as tokens are produced."""
+        ...
+
+    def load(self) -> EngineLoad:
+        """The current load, cheap enough to call on every report."""
+        ...
