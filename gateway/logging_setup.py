@@ -1,0 +1,123 @@
+"""Structured logging: JSON lines on one root handler, with a filter that drops content fields."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Self
+
+# Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
+# (`exc_text` would match the content pattern, so the standard names are never filtered.)
+_STANDARD_ATTRIBUTES = frozenset(
+    {*vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)), "message", "asctime"}
+)
+# Names that, in this codebase, would carry prompt or answer text. Deliberately broad: a false
+# positive costs a field in a log line, a miss puts a patient's words in the log store.
+CONTENT_FIELD = re.compile(r"prompt|text|content|completion|answer|messages", re.IGNORECASE)
+DROPPED_FIELDS_KEY = "dropped_fields"
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SETTINGS_KEYS = frozenset({"level", "format", "capture_content"})
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """Log level, `json` (one object per line) or `text`, and whether content fields may pass.
+
+    `capture_content` only disables the safety filter; it is meant for a developer's machine,
+    never for a deployment holding real prompts.
+    """
+
+    level: str = "INFO"
+    format: str = "json"
+    capture_content: bool = False
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object], path: str = "logging") -> Self:
+        """Build from a parsed settings mapping; errors name the full key path."""
+        unknown = sorted(set(data) - _SETTINGS_KEYS)
+        if unknown:
+            raise ValueError(
+                f"{path}.{unknown[0]}: unknown key; expected one of {sorted(_SETTINGS_KEYS)}"
+            )
+        level = data.get("level", "INFO")
+        if not isinstance(level, str) or level.upper() not in _LEVELS:
+            raise ValueError(f"{path}.level: expected one of {list(_LEVELS)}")
+        fmt = data.get("format", "json")
+        if fmt not in ("json", "text"):
+            raise ValueError(f"{path}.format: expected 'json' or 'text'")
+        capture = data.get("capture_content", False)
+        if not isinstance(capture, bool):
+            raise ValueError(f"{path}.capture_content: expected true or false")
+        return cls(level.upper(), fmt, capture)
+
+
+class ContentFieldFilter(logging.Filter):
+    """Defence in depth: removes `extra=` fields named like prompt/text/content from records.
+
+    Code must not log content in the first place; this catches the `extra={"prompt": ...}` slip.
+    It cannot see text formatted into the message itself. The removed names are listed under
+    `dropped_fields` so that the slip shows up in the logs and can be fixed. The record is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        dropped = [
+            key
+            for key in vars(record)
+            if key not in _STANDARD_ATTRIBUTES and CONTENT_FIELD.search(key)
+        ]
+        for key in dropped:
+            delattr(record, key)
+        if dropped:
+            setattr(record, DROPPED_FIELDS_KEY, sorted(dropped))
+        return True
+
+
+class JsonLinesFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC), level, logger, message, extra fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
+        entry: dict[str, object] = {
+            "time": created.isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRIBUTES and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class _GatewayHandler(logging.StreamHandler[IO[str]]):
+    """The handler `configure_logging` installs; a type of its own so a reload can replace it."""
+
+
+def configure_logging(
+    settings: LoggingSettings, *, stream: IO[str] | None = None
+) -> logging.Handler:
+    """Install one handler on the root logger (replacing one installed earlier) and return it."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
+        root.removeHandler(old)
+        old.close()
+    handler = _GatewayHandler(stream if stream is not None else sys.stderr)
+    if settings.format == "json":
+        handler.setFormatter(JsonLinesFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not settings.capture_content:
+        # On the handler, not a logger: logger filters do not see records from child loggers.
+        handler.addFilter(ContentFieldFilter())
+    root.addHandler(handler)
+    root.setLevel(settings.level)
+    return handler

@@ -1,0 +1,89 @@
+"""The Prometheus metrics endpoint: the `prometheus_client` registry over HTTP, on loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Self
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+_SETTINGS_KEYS = frozenset({"listen"})
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Where the metrics endpoint listens (`host:port`, `[v6]:port`); None disables it.
+
+    The default is loopback: metrics name departments and models, so exposing them beyond the
+    host (`0.0.0.0:9464` for a Prometheus scraping the pod) is an explicit choice.
+    """
+
+    listen: str | None = DEFAULT_LISTEN
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object], path: str = "metrics") -> Self:
+        """Build from a parsed settings mapping; errors name the full key path."""
+        unknown = sorted(set(data) - _SETTINGS_KEYS)
+        if unknown:
+            raise ValueError(f"{path}.{unknown[0]}: unknown key; expected 'listen'")
+        listen = data.get("listen", DEFAULT_LISTEN)
+        if listen is None:
+            return cls(None)
+        if not isinstance(listen, str):
+            raise ValueError(f"{path}.listen: expected a string such as 127.0.0.1:9464, or null")
+        try:
+            parse_listen(listen)
+        except ValueError as err:
+            raise ValueError(f"{path}.listen: {err}") from None
+        return cls(listen)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split `host:port` or `[v6]:port` into an IP address and a port (0 picks a free one)."""
+    host, sep, port_text = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"expected host:port such as 127.0.0.1:9464, got {listen!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"expected an IP address to listen on, got {host!r}") from None
+    return host, int(port_text)
+
+
+class MetricsServer:
+    """A running metrics endpoint (a daemon thread); `stop` closes its socket and joins it."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(listen: str, *, registry: CollectorRegistry = REGISTRY) -> MetricsServer:
+    """Serve `registry` in Prometheus text format on `listen` (e.g. `127.0.0.1:9464`)."""
+    host, port = parse_listen(listen)
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsServer(server, thread)
