@@ -1,0 +1,61 @@
+"""`llm-gateway`: serve, run the embedded dev stack, call it, mint dev tokens, check policy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gateway.client_cli import add_ask_command
+from gateway.config import SettingsError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+    from gateway.settings import load_settings
+
+    try:
+        settings = load_settings(args.config, os.environ)
+    except SettingsError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from gateway.dev import run_dev_stack
+
+    asyncio.run(run_dev_stack(args.port, args.data_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a gateway from a settings file")
+    serve.add_argument("--config", type=Path, help="YAML settings file")
+    serve.set_defaults(func=_serve)
+    dev = commands.add_parser("dev", help="run gateway + simulated worker on loopback")
+    dev.add_argument("--port", type=int, default=50051)
+    dev.add_argument("--data-dir", type=Path, default=Path(".data"))
+    dev.set_defaults(func=_dev)
+    add_ask_command(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

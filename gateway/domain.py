@@ -1,0 +1,60 @@
+"""Domain objects of one generation as the gateway's pipeline sees it (no protobuf here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workers.engine import ChatTurn, FinishReason
+
+__all__ = ["ChatTurn", "FinishReason", "GenerationRequest", "GenerationResult", "StreamChunk"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """A validated generation request. Exactly one of `prompt` and `messages` is set."""
+
+    model: str
+    prompt: str | None
+    messages: tuple[ChatTurn, ...]
+    max_tokens: int | None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    client_request_id: str = ""
+    affinity_key: str = ""
+    classification: str | None = None
+    purpose: str | None = None
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The caller's input texts in order: the prompt, or each message's content."""
+        if self.prompt is not None:
+            return (self.prompt,)
+        return tuple(m.content for m in self.messages)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """New text from the worker (possibly several tokens coalesced)."""
+
+    text: str
+    token_count: int
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    """How a generation ended, filled in as it runs."""
+
+    request_id: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: FinishReason | None = None
+    queue_ms: float = 0.0
+    time_to_first_token_ms: float = 0.0
+    total_ms: float = 0.0
+    worker: str = ""
+    retries: int = 0
+    text_parts: list[str] = field(default_factory=list)

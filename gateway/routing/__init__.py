@@ -1,0 +1,1 @@
+"""Choosing a worker for each generation and relaying its stream."""

@@ -1,0 +1,53 @@
+"""The public InferenceService: each method reads as the request pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from llmgateway.v1 import gateway_pb2 as pb
+from llmgateway.v1 import gateway_pb2_grpc as pb_grpc
+
+from gateway import convert
+from gateway.interceptors import CURRENT_REQUEST_ID
+from gateway.pipeline import Pipeline
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    """Thin: validation and conversion in `convert`, the work in `pipeline`."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._limits = pipeline.settings.server
+
+    async def Generate(  # noqa: N802 - gRPC method name
+        self, request: pb.GenerateRequest, context: _Context
+    ) -> pb.GenerateResponse:
+        async with self._pipeline.exchange(CURRENT_REQUEST_ID.get(), context) as exchange:
+            exchange.admit(convert.generation_request(request, self._limits))
+            async for chunk in exchange.generate():
+                exchange.result.text_parts.append(chunk.text)
+        return convert.generate_response(exchange.result)
+
+    async def GenerateStream(  # noqa: N802
+        self, request: pb.GenerateStreamRequest, context: _Context
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        async with self._pipeline.exchange(CURRENT_REQUEST_ID.get(), context) as exchange:
+            exchange.admit(convert.generation_request(request, self._limits))
+            async for chunk in exchange.generate():
+                yield convert.stream_chunk(exchange.result, chunk)
+        yield convert.stream_end(exchange.result)
+
+    async def ListModels(  # noqa: N802
+        self, request: pb.ListModelsRequest, context: _Context
+    ) -> pb.ListModelsResponse:
+        models = self._pipeline.router.models().values()
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelInfo(name=m.name, pools=m.pools, ready_workers=m.ready_workers)
+                for m in models
+            ]
+        )

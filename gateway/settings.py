@@ -1,0 +1,141 @@
+"""Process settings of a gateway: read once at start from a YAML file and the environment.
+
+The result is one frozen `GatewaySettings` passed explicitly to whatever needs it. Environment
+variables (listed in `ENVIRONMENT`) override single keys of the file; nothing else in the code
+reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from gateway.config import SettingsError, optional_str, positive, section, str_list, typed
+
+ENVIRONMENT = {
+    "LLMGW_LISTEN": "server.listen",
+    "LLMGW_WORKERS": "routing.workers (comma-separated host:port targets)",
+    "LLMGW_DATA_DIR": "data_dir",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The public listener and request limits."""
+
+    listen: str = "127.0.0.1:50051"
+    shutdown_grace_s: float = 10.0
+    max_request_bytes: int = 1024 * 1024
+    max_prompt_tokens: int = 32_768
+    max_output_tokens: int = 8_192
+    default_max_tokens: int = 256
+    processes: int = 1
+
+    @classmethod
+    def from_mapping(cls, data: object, path: str = "server") -> ServerSettings:
+        d = section(data, path, ("listen", "shutdown_grace_s", "max_request_bytes",
+                                 "max_prompt_tokens", "max_output_tokens", "default_max_tokens",
+                                 "processes"))  # fmt: skip
+        base = cls()
+        return cls(
+            listen=typed(d, "listen", path, str, base.listen),
+            shutdown_grace_s=positive(
+                typed(d, "shutdown_grace_s", path, float, base.shutdown_grace_s),
+                f"{path}.shutdown_grace_s",
+            ),
+            max_request_bytes=positive(
+                typed(d, "max_request_bytes", path, int, base.max_request_bytes),
+                f"{path}.max_request_bytes",
+            ),
+            max_prompt_tokens=positive(
+                typed(d, "max_prompt_tokens", path, int, base.max_prompt_tokens),
+                f"{path}.max_prompt_tokens",
+            ),
+            max_output_tokens=positive(
+                typed(d, "max_output_tokens", path, int, base.max_output_tokens),
+                f"{path}.max_output_tokens",
+            ),
+            default_max_tokens=positive(
+                typed(d, "default_max_tokens", path, int, base.default_max_tokens),
+                f"{path}.default_max_tokens",
+            ),
+            processes=positive(
+                typed(d, "processes", path, int, base.processes), f"{path}.processes"
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """Where the workers are and how calls to them behave."""
+
+    workers: tuple[str, ...] = ()
+    connect_timeout_s: float = 2.0
+    info_refresh_s: float = 5.0
+
+    @classmethod
+    def from_mapping(cls, data: object, path: str = "routing") -> RoutingSettings:
+        d = section(data, path, ("workers", "connect_timeout_s", "info_refresh_s"))
+        base = cls()
+        return cls(
+            workers=str_list(d, "workers", path),
+            connect_timeout_s=positive(
+                typed(d, "connect_timeout_s", path, float, base.connect_timeout_s),
+                f"{path}.connect_timeout_s",
+            ),
+            info_refresh_s=positive(
+                typed(d, "info_refresh_s", path, float, base.info_refresh_s),
+                f"{path}.info_refresh_s",
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Everything a gateway process is configured with."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    data_dir: Path = Path(".data")
+    production: bool = False
+
+    @classmethod
+    def from_mapping(cls, data: object, path: str = "") -> GatewaySettings:
+        d = section(data, path or "settings", ("server", "routing", "data_dir", "production"))
+        prefix = f"{path}." if path else ""
+        data_dir = optional_str(d, "data_dir", path or "settings")
+        return cls(
+            server=ServerSettings.from_mapping(d.get("server"), f"{prefix}server"),
+            routing=RoutingSettings.from_mapping(d.get("routing"), f"{prefix}routing"),
+            data_dir=Path(data_dir) if data_dir else Path(".data"),
+            production=typed(d, "production", path or "settings", bool, False),
+        )
+
+
+def load_settings(
+    config_file: Path | None, environ: Mapping[str, str] | None = None
+) -> GatewaySettings:
+    """Read the YAML file (if any), then apply the `ENVIRONMENT` overrides."""
+    data: object = {}
+    if config_file is not None:
+        try:
+            data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise SettingsError(
+                f"{config_file}: cannot read settings file: {exc.strerror}"
+            ) from exc
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{config_file}: not valid YAML: {exc}") from exc
+    settings = GatewaySettings.from_mapping(data)
+    env = environ or {}
+    if listen := env.get("LLMGW_LISTEN"):
+        settings = replace(settings, server=replace(settings.server, listen=listen))
+    if workers := env.get("LLMGW_WORKERS"):
+        targets = tuple(w.strip() for w in workers.split(",") if w.strip())
+        settings = replace(settings, routing=replace(settings.routing, workers=targets))
+    if data_dir := env.get("LLMGW_DATA_DIR"):
+        settings = replace(settings, data_dir=Path(data_dir))
+    return settings

@@ -1,0 +1,126 @@
+"""The worker's gRPC server: the internal WorkerService over one engine, plus health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from llmgateway.worker.v1 import worker_pb2 as pb
+from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
+
+from workers import convert
+from workers.engine import (
+    Engine,
+    EngineOverloaded,
+    EngineUnavailable,
+    InvalidEngineRequest,
+    UnsupportedModel,
+)
+from workers.streaming import coalesce
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = "llmgateway.worker.v1.WorkerService"
+
+
+class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    """Serves one engine; every engine failure maps to one status that the gateway understands."""
+
+    def __init__(self, engine: Engine, *, worker_id: str, pool: str) -> None:
+        self._engine = engine
+        self.worker_id = worker_id
+        self.pool = pool
+        self.draining = False
+
+    async def Generate(  # noqa: N802 - gRPC method name
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "worker is draining; use another")
+        try:
+            async for chunks in coalesce(self._engine.generate(convert.engine_request(request))):
+                yield convert.merge_chunks(chunks)
+        except EngineOverloaded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except EngineUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except UnsupportedModel as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except InvalidEngineRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def GetLoad(  # noqa: N802
+        self, request: pb.GetLoadRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.GetLoadResponse:
+        return pb.GetLoadResponse(load=self._load())
+
+    async def WatchLoad(  # noqa: N802
+        self, request: pb.WatchLoadRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.WatchLoadResponse]:
+        interval = (request.interval_ms or 50) / 1000
+        previous: pb.Load | None = None
+        while True:
+            load = self._load()
+            if load != previous:
+                yield pb.WatchLoadResponse(load=load)
+                previous = load
+            await asyncio.sleep(interval)
+
+    async def GetInfo(  # noqa: N802
+        self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.GetInfoResponse:
+        return pb.GetInfoResponse(
+            worker_id=self.worker_id,
+            models=list(self._engine.models),
+            pool=self.pool,
+            engine=self._engine.kind,
+            max_slots=self._engine.load().max_slots,
+        )
+
+    def _load(self) -> pb.Load:
+        return convert.load_message(self._engine.load(), draining=self.draining)
+
+
+@dataclass
+class WorkerHandle:
+    """A running worker server."""
+
+    server: grpc.aio.Server
+    servicer: WorkerServicer
+    health: health.aio.HealthServicer
+    engine: Engine
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING, let in-flight generations finish within `grace`, then close."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.engine.close()
+
+
+async def start_worker(
+    engine: Engine, *, listen: str = "127.0.0.1:0", pool: str = "onprem-gpu", worker_id: str = ""
+) -> WorkerHandle:
+    """Start the engine and a worker server bound to `listen`; returns once it accepts calls."""
+    await engine.start()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    servicer = WorkerServicer(engine, worker_id=worker_id or uuid.uuid4().hex[:12], pool=pool)
+    pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot bind the worker to {listen}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("worker %s serving %s on port %d", servicer.worker_id, engine.models, port)
+    return WorkerHandle(server, servicer, health_servicer, engine, port)
