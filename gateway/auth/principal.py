@@ -22,6 +22,9 @@ class Principal:
     token_id: str | None = None
     issuer: str = ""
     expires_at: float = 0.0
+    # The token claim that mTLS requires the client certificate's subject CN to equal (set only
+    # when `auth.mtls.subject_claim` is configured).
+    certificate_subject: str | None = None
 
 
 CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
