@@ -128,6 +128,9 @@ class AuditSpool:
         """Call `callback` (from the writer thread) after each commit that added records."""
         self._listeners.append(callback)
 
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        self._listeners.remove(callback)
+
     async def append(self, record: AuditRecord) -> None:
         """Make `record` durable; raises SpoolFull when the quota is reached."""
         if self.is_full:
@@ -247,5 +250,8 @@ class AuditSpool:
         for item in appends:
             if item.future.set_running_or_notify_cancel():
                 item.future.set_result(None)
-        for callback in self._listeners:
-            callback()
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception:  # a listener must never stop the writer thread
+                log.exception("audit spool listener failed")

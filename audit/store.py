@@ -1,0 +1,180 @@
+"""The audit store server: OTLP/gRPC TraceService over the ledger, with signed checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from prometheus_client import Counter
+
+from audit.checkpoint import Checkpoint, load_or_create_signing_key, sign_checkpoint
+from audit.ledger import AppendResult, Ledger
+from audit.otlp import audit_spans, decode_all
+from audit.record import AuditRecord
+from audit.settings import AuditStoreSettings
+
+log = logging.getLogger(__name__)
+
+STORE_RECORDS = Counter(
+    "llmgw_audit_store_records_total", "Audit records received by the store", ["result"]
+)
+STORE_FOREIGN_SPANS = Counter(
+    "llmgw_audit_store_foreign_spans_total", "Spans not of scope llmgateway.audit (ignored)"
+)
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+def open_ledger(db_path: str | None, postgres_dsn: str | None) -> Ledger:
+    """The SQLite ledger at `db_path`, or the PostgreSQL one at `postgres_dsn`."""
+    if postgres_dsn is not None:
+        from audit.postgres_ledger import PostgresLedger
+
+        return PostgresLedger(postgres_dsn)
+    if db_path is None:
+        raise ValueError("give a ledger: --db PATH (SQLite) or --postgres DSN")
+    from audit.sqlite_ledger import SqliteLedger
+
+    return SqliteLedger(db_path)
+
+
+class LedgerGate:
+    """Runs blocking ledger calls in a thread, one at a time (SQLite has one connection)."""
+
+    def __init__(self, ledger: Ledger, key: Ed25519PrivateKey) -> None:
+        self.ledger = ledger
+        self._key = key
+        self._lock = asyncio.Lock()
+        self._signed: dict[str, object] | None = None
+
+    async def append(self, records: list[AuditRecord]) -> AppendResult:
+        async with self._lock:
+            return await asyncio.to_thread(self.ledger.append, records)
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """Sign the current chain heads, unless nothing changed since the last checkpoint."""
+        async with self._lock:
+            return await asyncio.to_thread(self._checkpoint_sync)
+
+    def _checkpoint_sync(self) -> Checkpoint | None:
+        heads = self.ledger.heads()
+        if not heads or heads == self._signed:
+            return None
+        cp = sign_checkpoint(self._key, heads, time.time_ns())
+        self.ledger.add_checkpoint(cp)
+        self._signed = dict(heads)
+        return cp
+
+
+class AuditTraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    """OTLP TraceService: spans of scope `llmgateway.audit` become ledger records.
+
+    Other spans are counted and dropped, so a Collector may forward whole traces here.
+    Undecodable audit spans are reported in `partial_success` (never stored); a ledger failure
+    answers UNAVAILABLE so the sender retries the whole export (appends are idempotent).
+    """
+
+    def __init__(self, gate: LedgerGate) -> None:
+        self._gate = gate
+
+    async def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.aio.ServicerContext[
+            trace_service_pb2.ExportTraceServiceRequest,
+            trace_service_pb2.ExportTraceServiceResponse,
+        ],
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        spans, foreign = audit_spans(request)
+        STORE_FOREIGN_SPANS.inc(foreign)
+        records, errors = decode_all(spans)
+        unsourced = [r for r in records if not r.source]
+        if unsourced:
+            errors.append(f"{len(unsourced)} audit record(s) without llmgateway.audit.source")
+            records = [r for r in records if r.source]
+        try:
+            result = await self._gate.append(records)
+        except Exception:
+            log.exception("audit ledger append failed")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "audit ledger unavailable; retry the export later"
+            )
+        STORE_RECORDS.labels("stored").inc(result.stored)
+        STORE_RECORDS.labels("duplicate").inc(result.duplicates)
+        response = trace_service_pb2.ExportTraceServiceResponse()
+        if errors:
+            STORE_RECORDS.labels("rejected").inc(len(errors))
+            response.partial_success.rejected_spans = len(errors)
+            response.partial_success.error_message = "; ".join(errors[:5])
+        return response
+
+
+@dataclass
+class AuditStoreHandle:
+    """A running store: its bound port; `stop()` signs a last checkpoint and closes the ledger."""
+
+    port: int
+    server: grpc.aio.Server
+    gate: LedgerGate
+    health: health.aio.HealthServicer
+    _checkpointer: asyncio.Task[None]
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.gate.ledger
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self._checkpointer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._checkpointer
+        await self.gate.checkpoint()
+        await asyncio.to_thread(self.gate.ledger.close)
+
+
+async def _checkpoint_loop(gate: LedgerGate, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await gate.checkpoint()
+        except Exception:  # a failed checkpoint must not stop later ones
+            log.exception("audit checkpoint failed")
+
+
+def _server_credentials(settings: AuditStoreSettings) -> grpc.ServerCredentials | None:
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        return None
+    pair = (Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())
+    return grpc.ssl_server_credentials([pair])
+
+
+async def serve_store(settings: AuditStoreSettings) -> AuditStoreHandle:
+    """Start the store in this event loop (for `llm-audit serve` and the dev stack)."""
+    settings.check()
+    key = load_or_create_signing_key(settings.keys_dir)
+    ledger = await asyncio.to_thread(open_ledger, settings.db_path, settings.postgres_dsn)
+    gate = LedgerGate(ledger, key)
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        AuditTraceService(gate), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    creds = _server_credentials(settings)
+    if creds is not None:
+        port = server.add_secure_port(settings.listen, creds)
+    else:
+        port = server.add_insecure_port(settings.listen)
+    await server.start()
+    await health_servicer.set(TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    task = asyncio.create_task(_checkpoint_loop(gate, settings.checkpoint_interval_s))
+    log.info("audit store listening on port %d", port)
+    return AuditStoreHandle(port, server, gate, health_servicer, task)
