@@ -1,0 +1,1 @@
+"""Reusable helpers for tests: real servers started on free ports in temporary directories."""

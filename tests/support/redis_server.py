@@ -1,0 +1,119 @@
+"""A real `redis-server` on a free loopback port in a temp dir, with stop()/start() for outages."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+_START_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process without persistence, bound to 127.0.0.1.
+
+    `stop()` kills it (an abrupt outage, state lost); `start()` brings it back on the same port,
+    so clients configured with `url` reconnect on their own. `extra_args` are passed through
+    (e.g. `("--cluster-enabled", "yes")`). Use as a context manager or call `close()`.
+    """
+
+    def __init__(self, *, extra_args: tuple[str, ...] = (), binary: str = "redis-server") -> None:
+        path = shutil.which(binary)
+        if path is None:
+            raise RuntimeError(f"{binary} not found on PATH: install Debian's redis-server package")
+        self._binary = path
+        self._extra_args = extra_args
+        self._dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        """The redis:// URL of this server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers PING."""
+        if self.running:
+            return
+        args = [
+            self._binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self._dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+            *self._extra_args,
+        ]  # fmt: skip
+        log = (self._dir / "redis.log").open("ab")
+        self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self.ping():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = (self._dir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server did not start on port {self.port}:\n{tail}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Kill the server at once, as a crash or network partition would look to clients."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None
+
+    def ping(self) -> bool:
+        """True if the server answers PING with PONG right now."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args: str) -> bytes:
+        """Send one command in RESP and return the raw first reply chunk (for test setup)."""
+        payload = f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+        )
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(payload)
+            return sock.recv(65536)
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
