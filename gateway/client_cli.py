@@ -27,7 +27,9 @@ def add_ask_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 def ask_command(args: argparse.Namespace) -> int:
     token = args.token or (args.token_file.read_text().strip() if args.token_file else None)
-    metadata = [("authorization", f"Bearer {token}")] if token else []
+    metadata: tuple[tuple[str, str | bytes], ...] = (
+        (("authorization", f"Bearer {token}"),) if token else ()
+    )
     request = pb.GenerateStreamRequest(
         model=args.model,
         prompt=args.prompt,
@@ -50,6 +52,6 @@ def ask_command(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
         except grpc.RpcError as exc:
-            print(f"\nerror: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"\nerror: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     return 0

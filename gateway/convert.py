@@ -6,8 +6,6 @@ message that says what is allowed.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from llmgateway.v1 import gateway_pb2 as pb
 
 from gateway.domain import ChatTurn, FinishReason, GenerationRequest, GenerationResult, StreamChunk
@@ -28,26 +26,13 @@ MAX_AFFINITY_CHARS = 256
 MAX_MESSAGES = 512
 
 
-class _AnyGenerateRequest(Protocol):
-    """The fields GenerateRequest and GenerateStreamRequest share."""
-
-    model: str
-    prompt: str
-    chat: pb.ChatInput
-    sampling: pb.SamplingParams
-    client_request_id: str
-    affinity_key: str
-    classification: str
-    purpose: str
-
-    def WhichOneof(self, oneof_group: str) -> str | None: ...  # noqa: N802
-
-
 def _invalid(field: str, message: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {message}", details=[bad_request(field, message)])
 
 
-def generation_request(request: _AnyGenerateRequest, limits: ServerSettings) -> GenerationRequest:
+def generation_request(
+    request: pb.GenerateRequest | pb.GenerateStreamRequest, limits: ServerSettings
+) -> GenerationRequest:
     """Validate a public request and convert it; raises InvalidArgument naming the field."""
     model = request.model.strip()
     if not model:

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2
@@ -25,8 +25,8 @@ PUBLIC_SERVICE_PREFIX = "/llmgateway.v1."
 CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
     "llmgateway_request_id", default=""
 )
-_Handler = grpc.RpcMethodHandler
-_Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]]
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]]"
 
 
 def new_request_id() -> str:
@@ -70,11 +70,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return _replace(handler, unary_unary=_wrap_unary(handler.unary_unary))
         if handler.unary_stream is not None:
-            return _replace(handler, unary_stream=_wrap_stream(handler.unary_stream))
+            return _replace(handler, unary_stream=_wrap_stream(handler.unary_stream))  # type: ignore[arg-type]
         return handler
 
 
 def _replace(handler: _Handler, **behaviour: Any) -> _Handler:
+    # grpc's method handlers are namedtuples; _replace keeps (de)serializers and flags.
     replaced: _Handler = handler._replace(**behaviour)  # type: ignore[attr-defined]
     return replaced
 

@@ -23,7 +23,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self._pipeline = pipeline
         self._limits = pipeline.settings.server
 
-    async def Generate(  # noqa: N802 - gRPC method name
+    async def Generate(
         self, request: pb.GenerateRequest, context: _Context
     ) -> pb.GenerateResponse:
         async with self._pipeline.exchange(CURRENT_REQUEST_ID.get(), context) as exchange:
@@ -32,7 +32,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                 exchange.result.text_parts.append(chunk.text)
         return convert.generate_response(exchange.result)
 
-    async def GenerateStream(  # noqa: N802
+    async def GenerateStream(
         self, request: pb.GenerateStreamRequest, context: _Context
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         async with self._pipeline.exchange(CURRENT_REQUEST_ID.get(), context) as exchange:
@@ -41,7 +41,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                 yield convert.stream_chunk(exchange.result, chunk)
         yield convert.stream_end(exchange.result)
 
-    async def ListModels(  # noqa: N802
+    async def ListModels(
         self, request: pb.ListModelsRequest, context: _Context
     ) -> pb.ListModelsResponse:
         models = self._pipeline.router.models().values()

@@ -11,12 +11,14 @@ from workers.engine import Engine
 from workers.server import start_worker
 from workers.sim import SimConfig, SimEngine
 
+_SIM = SimConfig()
+
 
 def build_engine(args: argparse.Namespace) -> Engine:
     if args.engine == "sim":
         return SimEngine(
             SimConfig(
-                models=tuple(args.model or SimConfig.models),
+                models=tuple(args.model or _SIM.models),
                 time_to_first_token_ms=args.ttft_ms,
                 inter_token_latency_ms=args.itl_ms,
                 max_num_seqs=args.max_num_seqs,
@@ -43,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default="127.0.0.1:50061")
     serve.add_argument("--pool", default="onprem-gpu", help="pool name matched by policy")
     serve.add_argument("--model", action="append", help="model name (repeatable); trtllm: path")
-    serve.add_argument("--ttft-ms", type=float, default=SimConfig.time_to_first_token_ms)
-    serve.add_argument("--itl-ms", type=float, default=SimConfig.inter_token_latency_ms)
-    serve.add_argument("--max-num-seqs", type=int, default=SimConfig.max_num_seqs)
-    serve.add_argument("--max-queue", type=int, default=SimConfig.max_waiting_queue_length)
+    serve.add_argument("--ttft-ms", type=float, default=_SIM.time_to_first_token_ms)
+    serve.add_argument("--itl-ms", type=float, default=_SIM.inter_token_latency_ms)
+    serve.add_argument("--max-num-seqs", type=int, default=_SIM.max_num_seqs)
+    serve.add_argument("--max-queue", type=int, default=_SIM.max_waiting_queue_length)
     serve.add_argument("--grace", type=float, default=10.0)
     return parser
 

@@ -44,7 +44,11 @@ def merge_chunks(chunks: list[EngineChunk]) -> pb.GenerateResponse:
     return pb.GenerateResponse(
         text="".join(c.text for c in chunks),
         token_count=sum(c.token_count for c in chunks),
-        finish_reason=FINISH_TO_PROTO[last.finish_reason] if last.finish_reason else 0,
+        finish_reason=(
+            FINISH_TO_PROTO[last.finish_reason]
+            if last.finish_reason
+            else pb.FINISH_REASON_UNSPECIFIED
+        ),
         prompt_tokens=prompt_tokens,
         completion_tokens=last.completion_tokens,
     )

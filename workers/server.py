@@ -36,7 +36,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self.pool = pool
         self.draining = False
 
-    async def Generate(  # noqa: N802 - gRPC method name
+    async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.GenerateResponse]:
         if self.draining:
@@ -53,12 +53,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         except InvalidEngineRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
-    async def GetLoad(  # noqa: N802
+    async def GetLoad(
         self, request: pb.GetLoadRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetLoadResponse:
         return pb.GetLoadResponse(load=self._load())
 
-    async def WatchLoad(  # noqa: N802
+    async def WatchLoad(
         self, request: pb.WatchLoadRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.WatchLoadResponse]:
         interval = (request.interval_ms or 50) / 1000
@@ -70,7 +70,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 previous = load
             await asyncio.sleep(interval)
 
-    async def GetInfo(  # noqa: N802
+    async def GetInfo(
         self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetInfoResponse:
         return pb.GetInfoResponse(

@@ -51,7 +51,7 @@ class StaticRegistry:
         for target in self._settings.workers:
             channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
             stub = pb_grpc.WorkerServiceStub(channel)
-            self.workers.append(WorkerState(target, channel, stub))  # type: ignore[arg-type]
+            self.workers.append(WorkerState(target, channel, stub))
         await asyncio.gather(*(self._refresh(w) for w in self.workers))
         self._task = asyncio.create_task(self._refresh_loop())
 
