@@ -1,0 +1,117 @@
+"""Loading a policy directory: read every file once, validate all of it, build a `PolicySet`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from yaml.nodes import MappingNode, Node
+
+from policy.issues import Issue, PolicyError
+from policy.model import DepartmentPolicy
+from policy.parse_defaults import parse_defaults
+from policy.parse_department import check_department_defaults, parse_department
+from policy.policyset import PolicySet
+from policy.yamlread import Reader, compose, merge
+
+DEFAULTS_FILE = "defaults.yaml"
+SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The bytes of every policy file of a directory at one moment, and their content hash."""
+
+    directory: Path
+    files: Mapping[str, bytes]  # file name -> content, sorted by name
+    version: str
+
+
+def read_snapshot(directory: Path) -> Snapshot:
+    """Read all policy files (`*.yaml`, `*.yml`, not hidden) of `directory`; raises `OSError`."""
+    names = sorted(
+        entry.name
+        for entry in directory.iterdir()
+        if entry.suffix in SUFFIXES and not entry.name.startswith(".") and entry.is_file()
+    )
+    files = {name: (directory / name).read_bytes() for name in names}
+    digest = hashlib.sha256()
+    for name, content in files.items():
+        # Length-prefixed so that no two different directories hash alike.
+        digest.update(f"{len(name)}:{name}:{len(content)}:".encode())
+        digest.update(content)
+    return Snapshot(directory, files, digest.hexdigest())
+
+
+def load_directory(directory: Path | str) -> PolicySet:
+    """Load and validate a policy directory; raises `PolicyError` listing every problem."""
+    path = Path(directory)
+    try:
+        snapshot = read_snapshot(path)
+    except OSError as err:
+        raise PolicyError(
+            [Issue(str(path), 0, "-", f"cannot read policy directory: {err.strerror}")]
+        ) from None
+    return build(snapshot)
+
+
+def build(snapshot: Snapshot) -> PolicySet:
+    """Validate a snapshot and build its `PolicySet`; raises `PolicyError` listing every problem."""
+    issues: list[Issue] = []
+    nodes = {name: _compose(snapshot, name, issues) for name in snapshot.files}
+    defaults_name = str(snapshot.directory / DEFAULTS_FILE)
+    defaults = nodes.pop(DEFAULTS_FILE, None)
+    if DEFAULTS_FILE not in snapshot.files:
+        issues.append(
+            Issue(defaults_name, 0, "-", "missing; every policy directory needs a defaults.yaml")
+        )
+    if defaults is None:
+        raise PolicyError(issues)
+    catalog, dept_defaults = parse_defaults(Reader(issues), defaults)
+    reader = Reader(issues, {defaults_name: "department_defaults"})
+    if dept_defaults is not None:
+        check_department_defaults(reader, dept_defaults, catalog)
+    departments: dict[str, DepartmentPolicy] = {}
+    defined_at: dict[str, Node] = {}
+    for node in nodes.values():
+        if node is None:
+            continue
+        merged = (
+            merge(dept_defaults, node) if isinstance(node, MappingNode) and dept_defaults else node
+        )
+        policy = parse_department(reader, node, merged, catalog)
+        name_node = _department_node(node)
+        if name_node is None or not isinstance(name_node.value, str):
+            continue
+        first = defined_at.setdefault(name_node.value, name_node)
+        if first is not name_node:
+            where = f"{first.start_mark.name}:{first.start_mark.line + 1}"
+            reader.error(
+                name_node,
+                "department",
+                f"department {name_node.value!r} is already defined in {where}; "
+                "keep one file per department",
+            )
+        elif policy is not None:
+            departments[policy.name] = policy
+    if issues:
+        raise PolicyError(issues)
+    return PolicySet(snapshot.version, str(snapshot.directory), catalog, departments)
+
+
+def _compose(snapshot: Snapshot, name: str, issues: list[Issue]) -> Node | None:
+    display = str(snapshot.directory / name)
+    try:
+        text = snapshot.files[name].decode("utf-8")
+    except UnicodeDecodeError:
+        issues.append(Issue(display, 0, "-", "not valid UTF-8; save the file as UTF-8"))
+        return None
+    return compose(text, display, issues)
+
+
+def _department_node(node: Node) -> Node | None:
+    if not isinstance(node, MappingNode):
+        return None
+    return next((v for k, v in node.value if getattr(k, "value", None) == "department"), None)
