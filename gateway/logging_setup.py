@@ -19,6 +19,9 @@ _STANDARD_ATTRIBUTES = frozenset(
 # Names that, in this codebase, would carry prompt or answer text. Deliberately broad: a false
 # positive costs a field in a log line, a miss puts a patient's words in the log store.
 CONTENT_FIELD = re.compile(r"prompt|text|content|completion|answer|messages", re.IGNORECASE)
+# ...except names that clearly hold a number or a digest about the content (prompt_tokens,
+# answer_sha256), which the audit trail and the operators need.
+SAFE_SUFFIX = re.compile(r"_(tokens|count|chars|length|len|bytes|hash|sha256|hmac)$", re.IGNORECASE)
 DROPPED_FIELDS_KEY = "dropped_fields"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SETTINGS_KEYS = frozenset({"level", "format", "capture_content"})
@@ -68,7 +71,9 @@ class ContentFieldFilter(logging.Filter):
         dropped = [
             key
             for key in vars(record)
-            if key not in _STANDARD_ATTRIBUTES and CONTENT_FIELD.search(key)
+            if key not in _STANDARD_ATTRIBUTES
+            and CONTENT_FIELD.search(key)
+            and not SAFE_SUFFIX.search(key)
         ]
         for key in dropped:
             delattr(record, key)
