@@ -20,7 +20,7 @@ from llmgateway.worker.v1 import worker_pb2 as wpb
 
 from gateway.domain import FinishReason, GenerationRequest, GenerationResult, StreamChunk
 from gateway.errors import DeadlineExceeded, GatewayError, InvalidArgument, bad_request
-from gateway.routing.router import Router, WorkerCall
+from gateway.routing.router import RouteOutcome, Router, WorkerCall
 from gateway.settings import GatewaySettings
 from workers.convert import ROLE_NAMES
 from workers.tokenizer import count_chat_tokens, count_tokens
@@ -48,6 +48,7 @@ class Admitted:
     allowed_pools: tuple[str, ...] | None = None
     priority: int = 0
     cache_salt: str = ""
+    department: str = ""
 
 
 class Pipeline:
@@ -71,6 +72,7 @@ class Exchange:
         self._context = context
         self._started = time.monotonic()
         self.admitted: Admitted | None = None
+        self.route = RouteOutcome()
         self.result = GenerationResult(request_id=request_id, model="")
 
     async def __aenter__(self) -> Exchange:
@@ -83,6 +85,9 @@ class Exchange:
         tb: TracebackType | None,
     ) -> None:
         self.result.total_ms = (time.monotonic() - self._started) * 1000
+        self.result.worker = self.route.worker_id
+        self.result.retries = self.route.retries
+        self.result.queue_ms = self.route.queue_ms
         if exc_type is asyncio.CancelledError and self.result.finish_reason is None:
             self.result.finish_reason = FinishReason.CANCELLED
 
@@ -115,16 +120,16 @@ class Exchange:
         """Route to a worker and relay its tokens as they come."""
         admitted = self.admitted
         assert admitted is not None, "admit() first"
-        router = self._pipeline.router
-        worker = router.pick(admitted.request.model, admitted.allowed_pools)
-        self.result.worker = worker.worker_id
         call = WorkerCall(
             message=_worker_message(self.result.request_id, admitted),
             allowed_pools=admitted.allowed_pools,
-            timeout_s=self._worker_timeout(),
+            deadline=self._deadline(),
+            priority=admitted.priority,
+            affinity_key=admitted.request.affinity_key,
+            department=admitted.department,
         )
         result = self.result
-        async for message in router.stream(call, worker):
+        async for message in self._pipeline.router.generate(call, self.route):
             if message.prompt_tokens:
                 result.prompt_tokens = message.prompt_tokens
             if message.token_count:
@@ -136,13 +141,13 @@ class Exchange:
                 result.finish_reason = _FINISH_FROM_WORKER[message.finish_reason]
                 result.completion_tokens = message.completion_tokens or result.completion_tokens
 
-    def _worker_timeout(self) -> float | None:
+    def _deadline(self) -> float | None:
         remaining = self._context.time_remaining()
         if remaining is None:
             return None
         if remaining <= DEADLINE_MARGIN_S:
             raise DeadlineExceeded("the deadline passed before a worker could be called")
-        return remaining - DEADLINE_MARGIN_S
+        return time.monotonic() + remaining - DEADLINE_MARGIN_S
 
 
 def _worker_message(request_id: str, admitted: Admitted) -> wpb.GenerateRequest:

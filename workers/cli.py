@@ -25,6 +25,18 @@ def build_engine(args: argparse.Namespace) -> Engine:
                 max_waiting_queue_length=args.max_queue,
             )
         )
+    if args.engine == "trtllm":
+        from workers.trtllm import TrtLlmEngine
+
+        if not args.model or len(args.model) != 1:
+            raise SystemExit("--engine trtllm needs exactly one --model PATH (a model directory)")
+        return TrtLlmEngine.from_options(
+            args.model[0],
+            served_model_name=args.served_model_name,
+            max_batch_size=args.max_num_seqs,
+            kv_cache_free_gpu_memory_fraction=args.kv_cache_free_gpu_memory_fraction,
+            tensor_parallel_size=args.tensor_parallel_size,
+        )
     raise SystemExit(f"unknown engine {args.engine!r}")
 
 
@@ -50,13 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-num-seqs", type=int, default=_SIM.max_num_seqs)
     serve.add_argument("--max-queue", type=int, default=_SIM.max_waiting_queue_length)
     serve.add_argument("--grace", type=float, default=10.0)
+    serve.add_argument("--served-model-name", help="trtllm: model name clients use")
+    serve.add_argument("--kv-cache-free-gpu-memory-fraction", type=float, default=0.9)
+    serve.add_argument("--tensor-parallel-size", type=int, default=1)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(args))
+    try:
+        asyncio.run(_serve(args))
+    except (ImportError, ValueError) as exc:  # a missing engine package or a bad option
+        print(f"llm-worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

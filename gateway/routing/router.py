@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -31,12 +32,27 @@ class ModelStatus:
 
 @dataclass(frozen=True, slots=True)
 class WorkerCall:
-    """One generation to forward: the worker message and how to route it."""
+    """One generation to forward: the worker message and how to route it.
+
+    `deadline` is on the `time.monotonic()` clock (None: the caller set no deadline).
+    """
 
     message: pb.GenerateRequest
     allowed_pools: tuple[str, ...] | None = None
-    timeout_s: float | None = None
+    deadline: float | None = None
     metadata: Sequence[tuple[str, str]] = ()
+    priority: int = 0
+    affinity_key: str = ""
+    department: str = ""
+
+
+@dataclass(slots=True)
+class RouteOutcome:
+    """What routing did, for the response timings and the audit record."""
+
+    worker_id: str = ""
+    retries: int = 0
+    queue_ms: float = 0.0
 
 
 class Router:
@@ -71,12 +87,26 @@ class Router:
             )
         return min(candidates, key=lambda w: w.in_flight / max(1, w.max_slots))
 
+    async def generate(
+        self, call: WorkerCall, outcome: RouteOutcome
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """Pick a worker for `call` and relay its stream."""
+        worker = self.pick(call.message.model, call.allowed_pools)
+        outcome.worker_id = worker.worker_id
+        async for message in self.stream(call, worker):
+            yield message
+
     async def stream(
         self, call: WorkerCall, worker: WorkerState
     ) -> AsyncIterator[pb.GenerateResponse]:
         """Relay one generation from `worker`; the worker call is cancelled when we stop early."""
+        timeout: float | None = None
+        if call.deadline is not None:
+            timeout = call.deadline - time.monotonic()
+            if timeout <= 0:
+                raise DeadlineExceeded("the deadline passed before a worker could be called")
         worker.in_flight += 1
-        rpc = worker.stub.Generate(call.message, timeout=call.timeout_s, metadata=call.metadata)
+        rpc = worker.stub.Generate(call.message, timeout=timeout, metadata=tuple(call.metadata))
         try:
             async for message in rpc:
                 yield message
