@@ -99,7 +99,11 @@ class AuditSpool:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
-        self._check_source()
+        try:
+            self._check_source()
+        except ValueError:
+            self._conn.close()
+            raise
         row = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM spool").fetchone()
         self._pending_bytes: int = row[0]
         SPOOL_PENDING_BYTES.set(self._pending_bytes)
