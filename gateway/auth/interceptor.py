@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from prometheus_client import Counter
@@ -28,7 +28,8 @@ OPEN_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
 )
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+# grpc.RpcMethodHandler is generic only in the type stubs.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
