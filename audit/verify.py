@@ -48,10 +48,8 @@ def _name(link: Link) -> str:
     return f"record {link.record_id} (sequence {_seq(link)}, chain index {link.chain_index})"
 
 
-def _altered(ledger: Ledger, link: Link) -> str | None:
-    """Why a link's own content is inconsistent, or None."""
-    if link_hash(link.prev_hash, link.body) != link.hash:
-        return "its hashed content or hash was changed"
+def _columns_altered(ledger: Ledger, link: Link) -> str | None:
+    """Why a link's columns disagree with its hashed body, or None."""
     body = json.loads(link.body)
     if body.get("record_id") != link.record_id or body.get("chain_index") != link.chain_index:
         return "its record_id or chain index column differs from its hashed content"
@@ -88,8 +86,10 @@ def verify_chain(ledger: Ledger, source: str, result: VerifyResult) -> list[Link
     head = GENESIS
     for i, link in enumerate(links):
         result.records += 1
-        why = _altered(ledger, link)
-        if why is not None:
+        # Order matters: a moved record has an intact body but its position column changed,
+        # which is a reorder, not an alteration; so links are checked before columns.
+        if link_hash(link.prev_hash, link.body) != link.hash:
+            why = "its hashed content or hash was changed"
             result.problems.append(
                 Problem("altered", source, link.record_id, _seq(link), f"{_name(link)}: {why}")
             )
@@ -102,6 +102,12 @@ def verify_chain(ledger: Ledger, source: str, result: VerifyResult) -> list[Link
                 msg = f"{_name(named)} {kind}: {why}"
             result.problems.append(Problem(kind, source, named.record_id, _seq(named), msg))
             return links[: links.index(named)]
+        why = _columns_altered(ledger, link)
+        if why is not None:
+            result.problems.append(
+                Problem("altered", source, link.record_id, _seq(link), f"{_name(link)}: {why}")
+            )
+            return links[:i]
         head = link.hash
     return links
 
