@@ -216,7 +216,7 @@ class LoadRunner:
             self._step = index
             end = start + step.duration_s
             assert step.rate is not None
-            due = start
+            due, launched = start, 0
             while due < end:
                 await self._sleep_until(due)
                 if self._stop.is_set():
@@ -228,10 +228,13 @@ class LoadRunner:
                     task = asyncio.create_task(self._call(self._mix.sample(), index, due))
                     self._calls.add(task)
                     task.add_done_callback(self._calls.discard)
+                launched += 1
                 if load.arrival == "poisson":
                     due += self._arrivals.expovariate(step.rate)
                 else:
-                    due += 1.0 / step.rate
+                    # From the index, not by adding 1/rate: the summed rounding error would
+                    # squeeze one request too many into the step.
+                    due = start + launched / step.rate
             start = end
 
     def _record_overload(self, step: int, due: float) -> None:

@@ -98,7 +98,7 @@ class Weighted(Generic[_T]):
         weights: list[float] = []
         for value, weight in data.items():
             if isinstance(value, bool) or not isinstance(value, key_type):
-                raise ScenarioError(f"{path}.{value}: expected a {key_type.__name__} as the key")
+                raise ScenarioError(f"{path}.{value}: expected {key_type.__name__} keys")
             values.append(value)
             weights.append(_positive(weight, f"{path}.{value}"))
         return cls(values, weights)
