@@ -154,23 +154,13 @@ def test_rewritten_chain_is_caught_by_checkpoint(
     rows = list(ledger.links("gw-0"))
     head = ChainHead(rows[0].chain_index, rows[0].hash)
     for row in rows[1:]:
-        body = (
-            row.body.replace("diagnosis-support", "research")
-            if row.record_id == "req-2"
-            else row.body
-        )
-        from audit.chain import link_hash
-
+        body = row.body
+        if row.record_id == "req-2":
+            body = body.replace("diagnosis-support", "research")
         new_hash = link_hash(head.hash, body)
         tamper(
             "UPDATE records SET body = ?, prev_hash = ?, hash = ?, purpose = ? WHERE record_id = ?",
-            [
-                body,
-                head.hash,
-                new_hash,
-                "research" if row.record_id == "req-2" else "diagnosis-support",
-                row.record_id,
-            ],
+            [body, head.hash, new_hash, json.loads(body)["purpose"], row.record_id],
         )
         head = ChainHead(row.chain_index, new_hash)
     problem = _only_problem(ledger)
