@@ -7,9 +7,10 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Self
+
+from gateway.config import SettingsError, section, typed
 
 # Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
 # (`exc_text` would match the content pattern, so the standard names are never filtered.)
@@ -24,7 +25,7 @@ CONTENT_FIELD = re.compile(r"prompt|text|content|completion|answer|messages", re
 SAFE_SUFFIX = re.compile(r"_(tokens|count|chars|length|len|bytes|hash|sha256|hmac)$", re.IGNORECASE)
 DROPPED_FIELDS_KEY = "dropped_fields"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SETTINGS_KEYS = frozenset({"level", "format", "capture_content"})
+_SETTINGS_KEYS = ("level", "format", "capture_content")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,23 +41,16 @@ class LoggingSettings:
     capture_content: bool = False
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object], path: str = "logging") -> Self:
+    def from_mapping(cls, data: object, path: str = "logging") -> Self:
         """Build from a parsed settings mapping; errors name the full key path."""
-        unknown = sorted(set(data) - _SETTINGS_KEYS)
-        if unknown:
-            raise ValueError(
-                f"{path}.{unknown[0]}: unknown key; expected one of {sorted(_SETTINGS_KEYS)}"
-            )
-        level = data.get("level", "INFO")
-        if not isinstance(level, str) or level.upper() not in _LEVELS:
-            raise ValueError(f"{path}.level: expected one of {list(_LEVELS)}")
-        fmt = data.get("format", "json")
+        d = section(data, path, _SETTINGS_KEYS)
+        level = typed(d, "level", path, str, "INFO").upper()
+        if level not in _LEVELS:
+            raise SettingsError(f"{path}.level: expected one of {list(_LEVELS)}")
+        fmt = typed(d, "format", path, str, "json")
         if fmt not in ("json", "text"):
-            raise ValueError(f"{path}.format: expected 'json' or 'text'")
-        capture = data.get("capture_content", False)
-        if not isinstance(capture, bool):
-            raise ValueError(f"{path}.capture_content: expected true or false")
-        return cls(level.upper(), fmt, capture)
+            raise SettingsError(f"{path}.format: expected 'json' or 'text'")
+        return cls(level, fmt, typed(d, "capture_content", path, bool, False))
 
 
 class ContentFieldFilter(logging.Filter):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
+from gateway.config import SettingsError, section
+
 DEFAULT_LISTEN = "127.0.0.1:9464"
-_SETTINGS_KEYS = frozenset({"listen"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +26,18 @@ class MetricsSettings:
     listen: str | None = DEFAULT_LISTEN
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object], path: str = "metrics") -> Self:
+    def from_mapping(cls, data: object, path: str = "metrics") -> Self:
         """Build from a parsed settings mapping; errors name the full key path."""
-        unknown = sorted(set(data) - _SETTINGS_KEYS)
-        if unknown:
-            raise ValueError(f"{path}.{unknown[0]}: unknown key; expected 'listen'")
-        listen = data.get("listen", DEFAULT_LISTEN)
+        d = section(data, path, ("listen",))
+        listen = d.get("listen", DEFAULT_LISTEN)
         if listen is None:
             return cls(None)
         if not isinstance(listen, str):
-            raise ValueError(f"{path}.listen: expected a string such as 127.0.0.1:9464, or null")
+            raise SettingsError(f"{path}.listen: expected a string such as 127.0.0.1:9464, or null")
         try:
             parse_listen(listen)
         except ValueError as err:
-            raise ValueError(f"{path}.listen: {err}") from None
+            raise SettingsError(f"{path}.listen: {err}") from None
         return cls(listen)
 
 

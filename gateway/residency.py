@@ -6,12 +6,14 @@ import asyncio
 import fnmatch
 import ipaddress
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Self
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter
+
+from gateway.config import SettingsError, section, str_list
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -34,7 +36,7 @@ _PLAINTEXT_SCHEMES = frozenset({"http", "redis", "grpc"})
 # the caller says whether it connects with TLS.
 _CALLER_TLS_SCHEMES = frozenset({"postgresql", "postgres"})
 _LOCAL_GRPC_SCHEMES = ("unix:", "unix-abstract:")
-_SETTINGS_KEYS = frozenset({"allowed_networks", "allowed_host_suffixes", "allow_plaintext"})
+_SETTINGS_KEYS = ("allowed_networks", "allowed_host_suffixes", "allow_plaintext")
 
 
 class ResidencyViolation(Exception):
@@ -65,45 +67,31 @@ class ResidencySettings:
     allow_plaintext: bool | tuple[str, ...] = ()
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object], path: str = "residency") -> Self:
+    def from_mapping(cls, data: object, path: str = "residency") -> Self:
         """Build from a parsed settings mapping; errors name the full key path."""
-        unknown = sorted(set(data) - _SETTINGS_KEYS)
-        if unknown:
-            raise ValueError(
-                f"{path}.{unknown[0]}: unknown key; expected one of {sorted(_SETTINGS_KEYS)}"
-            )
+        d = section(data, path, _SETTINGS_KEYS)
         networks: list[IPNetwork] = []
-        for i, item in enumerate(_string_list(data, "allowed_networks", path)):
+        for i, item in enumerate(str_list(d, "allowed_networks", path)):
             try:
                 networks.append(ipaddress.ip_network(item, strict=True))
             except ValueError as err:
-                raise ValueError(
+                raise SettingsError(
                     f"{path}.allowed_networks[{i}]: expected a CIDR such as 10.20.0.0/16 ({err})"
                 ) from None
         suffixes = []
-        for i, item in enumerate(_string_list(data, "allowed_host_suffixes", path)):
+        for i, item in enumerate(str_list(d, "allowed_host_suffixes", path)):
             suffix = item.strip().lower().lstrip(".")
             if not suffix:
-                raise ValueError(f"{path}.allowed_host_suffixes[{i}]: expected a DNS suffix")
+                raise SettingsError(f"{path}.allowed_host_suffixes[{i}]: expected a DNS suffix")
             suffixes.append(suffix)
-        plaintext: bool | tuple[str, ...]
-        raw_plaintext = data.get("allow_plaintext", ())
+        raw_plaintext = d.get("allow_plaintext", [])
         if isinstance(raw_plaintext, bool):
-            plaintext = raw_plaintext
-        else:
-            plaintext = tuple(_string_list(data, "allow_plaintext", path, what="a boolean or"))
-        return cls(tuple(networks), tuple(suffixes), plaintext)
-
-
-def _string_list(data: Mapping[str, object], key: str, path: str, what: str = "") -> list[str]:
-    value = data.get(key, [])
-    prefix = f"{what} " if what else ""
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"{path}.{key}: expected {prefix}a list of strings")
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ValueError(f"{path}.{key}[{i}]: expected a string")
-    return list(value)
+            return cls(tuple(networks), tuple(suffixes), raw_plaintext)
+        if not isinstance(raw_plaintext, list):
+            raise SettingsError(
+                f"{path}.allow_plaintext: expected true, false or a list of host patterns and CIDRs"
+            )
+        return cls(tuple(networks), tuple(suffixes), str_list(d, "allow_plaintext", path))
 
 
 @dataclass(frozen=True, slots=True)

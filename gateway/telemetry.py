@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
+from gateway.config import SettingsError, optional_str, section, typed
 from gateway.residency import EgressGuard
 
 # OpenTelemetry GenAI semantic conventions (attribute names as of semconv 1.37).
@@ -67,17 +67,15 @@ _RETRYABLE_CODES = frozenset(
         grpc.StatusCode.ABORTED,
     }
 )
-_SETTINGS_KEYS = frozenset(
-    {
-        "enabled",
-        "service_name",
-        "otlp_endpoint",
-        "insecure",
-        "ca_file",
-        "sample_ratio",
-        "honour_parent_sampled",
-        "export_timeout_s",
-    }
+_SETTINGS_KEYS = (
+    "enabled",
+    "service_name",
+    "otlp_endpoint",
+    "insecure",
+    "ca_file",
+    "sample_ratio",
+    "honour_parent_sampled",
+    "export_timeout_s",
 )
 
 
@@ -103,58 +101,32 @@ class TelemetrySettings:
     export_timeout_s: float = 10.0
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object], path: str = "telemetry") -> Self:
+    def from_mapping(cls, data: object, path: str = "telemetry") -> Self:
         """Build from a parsed settings mapping; errors name the full key path."""
-        unknown = sorted(set(data) - _SETTINGS_KEYS)
-        if unknown:
-            raise ValueError(
-                f"{path}.{unknown[0]}: unknown key; expected one of {sorted(_SETTINGS_KEYS)}"
-            )
-        defaults = cls()
-        endpoint = _optional_str(data, "otlp_endpoint", path)
-        insecure = _bool(data, "insecure", path, defaults.insecure)
+        d = section(data, path, _SETTINGS_KEYS)
+        base = cls()
+        endpoint = optional_str(d, "otlp_endpoint", path)
+        insecure = typed(d, "insecure", path, bool, base.insecure)
         if endpoint is not None:
             _endpoint_parts(endpoint, insecure, f"{path}.otlp_endpoint")
-        ratio = _number(data, "sample_ratio", path, defaults.sample_ratio)
+        ratio = typed(d, "sample_ratio", path, float, base.sample_ratio)
         if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"{path}.sample_ratio: expected a number between 0 and 1")
-        timeout = _number(data, "export_timeout_s", path, defaults.export_timeout_s)
+            raise SettingsError(f"{path}.sample_ratio: expected a number between 0 and 1")
+        timeout = typed(d, "export_timeout_s", path, float, base.export_timeout_s)
         if not 0.0 < timeout <= 300.0:
-            raise ValueError(f"{path}.export_timeout_s: expected seconds in (0, 300]")
-        service_name = _optional_str(data, "service_name", path) or defaults.service_name
+            raise SettingsError(f"{path}.export_timeout_s: expected seconds in (0, 300]")
         return cls(
-            enabled=_bool(data, "enabled", path, defaults.enabled),
-            service_name=service_name,
+            enabled=typed(d, "enabled", path, bool, base.enabled),
+            service_name=typed(d, "service_name", path, str, base.service_name),
             otlp_endpoint=endpoint,
             insecure=insecure,
-            ca_file=_optional_str(data, "ca_file", path),
+            ca_file=optional_str(d, "ca_file", path),
             sample_ratio=ratio,
-            honour_parent_sampled=_bool(
-                data, "honour_parent_sampled", path, defaults.honour_parent_sampled
+            honour_parent_sampled=typed(
+                d, "honour_parent_sampled", path, bool, base.honour_parent_sampled
             ),
             export_timeout_s=timeout,
         )
-
-
-def _optional_str(data: Mapping[str, object], key: str, path: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{path}.{key}: expected a string")
-    return value
-
-
-def _bool(data: Mapping[str, object], key: str, path: str, default: bool) -> bool:
-    value = data.get(key, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"{path}.{key}: expected true or false")
-    return value
-
-
-def _number(data: Mapping[str, object], key: str, path: str, default: float) -> float:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{path}.{key}: expected a number")
-    return float(value)
 
 
 def _endpoint_parts(endpoint: str, insecure: bool, key: str) -> tuple[str, bool]:
@@ -163,17 +135,17 @@ def _endpoint_parts(endpoint: str, insecure: bool, key: str) -> tuple[str, bool]
     if not sep:
         scheme, rest = "", endpoint
     if scheme not in ("", "http", "https"):
-        raise ValueError(f"{key}: expected https://host:port, http://host:port or host:port")
+        raise SettingsError(f"{key}: expected https://host:port, http://host:port or host:port")
     if scheme == "https" and insecure:
-        raise ValueError(f"{key}: an https:// endpoint cannot be insecure; use http:// or TLS")
+        raise SettingsError(f"{key}: an https:// endpoint cannot be insecure; use http:// or TLS")
     problem = f"{key}: expected host:port (OTLP/gRPC, usually port 4317) and no path"
     try:
         parts = urlsplit(f"//{rest}")
         port = parts.port
     except ValueError:
-        raise ValueError(problem) from None
+        raise SettingsError(problem) from None
     if not parts.hostname or port is None or parts.path not in ("", "/") or parts.username:
-        raise ValueError(problem)
+        raise SettingsError(problem)
     return parts.netloc, scheme == "http" or insecure
 
 

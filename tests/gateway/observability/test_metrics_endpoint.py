@@ -60,7 +60,7 @@ def test_settings_default_to_loopback_and_name_the_key() -> None:
     assert MetricsSettings.from_mapping({}).listen == "127.0.0.1:9464"
     assert MetricsSettings.from_mapping({"listen": None}).listen is None
     assert MetricsSettings.from_mapping({"listen": "0.0.0.0:9100"}).listen == "0.0.0.0:9100"
-    with pytest.raises(ValueError, match=r"metrics\.port: unknown key"):
+    with pytest.raises(ValueError, match=r"metrics: unknown key\(s\) port"):
         MetricsSettings.from_mapping({"port": 9464})
     with pytest.raises(ValueError, match=r"metrics\.listen: expected a string"):
         MetricsSettings.from_mapping({"listen": 9464})

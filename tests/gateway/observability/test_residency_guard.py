@@ -205,12 +205,12 @@ async def test_async_check_does_not_block_the_event_loop() -> None:
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        ({"allowed_network": []}, "residency.allowed_network: unknown key"),
+        ({"allowed_network": []}, r"residency: unknown key\(s\) allowed_network;"),
         ({"allowed_networks": "10.0.0.0/8"}, "residency.allowed_networks: expected a list"),
-        ({"allowed_networks": [10]}, r"residency.allowed_networks\[0\]: expected a string"),
+        ({"allowed_networks": [10]}, "residency.allowed_networks: expected a list of strings"),
         ({"allowed_networks": ["10.0.0.1/8"]}, r"residency.allowed_networks\[0\]: expected a CIDR"),
         ({"allowed_host_suffixes": ["."]}, r"residency.allowed_host_suffixes\[0\]: expected a DNS"),
-        ({"allow_plaintext": "yes"}, "residency.allow_plaintext: expected a boolean or a list"),
+        ({"allow_plaintext": "yes"}, "residency.allow_plaintext: expected true, false or a list"),
     ],
 )
 def test_settings_errors_name_the_key(data: dict[str, object], error: str) -> None:
@@ -220,6 +220,7 @@ def test_settings_errors_name_the_key(data: dict[str, object], error: str) -> No
 
 def test_settings_parse_and_default_to_loopback_only() -> None:
     assert ResidencySettings.from_mapping({}) == ResidencySettings()
+    assert ResidencySettings.from_mapping(None) == ResidencySettings()
     parsed = ResidencySettings.from_mapping(
         {"allowed_host_suffixes": [".Region.Example"], "allow_plaintext": ["*.local"]}
     )
