@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Self
 
+from gateway.config import SettingsError, optional_str, positive, section, typed
+
 
 @dataclass(frozen=True, slots=True)
 class LimitsSettings:
@@ -38,26 +40,27 @@ class LimitsSettings:
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], path: str = "limits") -> Self:
         """Build from a parsed settings file section, naming the full key path in every error."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(
-                f"{path}.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}"
-            )
-        values: dict[str, object] = {}
-        for name, value in data.items():
-            where = f"{path}.{name}"
-            if name == "redis_url":
-                values[name] = _url(value, where)
-            elif name == "key_prefix":
-                values[name] = _prefix(value, where)
-            elif name in ("fallback_replicas", "max_connections"):
-                values[name] = _positive_int(value, where)
-            else:
-                values[name] = _positive_seconds(value, where)
-        settings = cls(**values)  # type: ignore[arg-type]
+        d = section(data, path, [f.name for f in fields(cls)])
+        base = cls()
+        seconds = {
+            name: positive(typed(d, name, path, float, getattr(base, name)), f"{path}.{name}")
+            for name in _SECONDS
+        }
+        settings = cls(
+            redis_url=_url(optional_str(d, "redis_url", path), f"{path}.redis_url"),
+            fallback_replicas=positive(
+                typed(d, "fallback_replicas", path, int, base.fallback_replicas),
+                f"{path}.fallback_replicas",
+            ),
+            max_connections=positive(
+                typed(d, "max_connections", path, int, base.max_connections),
+                f"{path}.max_connections",
+            ),
+            key_prefix=_prefix(typed(d, "key_prefix", path, str, base.key_prefix), path),
+            **seconds,
+        )
         if settings.lease_ttl_s > settings.reservation_ttl_s:
-            raise ValueError(
+            raise SettingsError(
                 f"{path}.lease_ttl_s: must not exceed {path}.reservation_ttl_s "
                 f"({settings.lease_ttl_s} > {settings.reservation_ttl_s})"
             )
@@ -68,29 +71,25 @@ class LimitsSettings:
         return (self.redis_url,) if self.redis_url else ()
 
 
-def _url(value: object, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{where}: expected a redis://, rediss:// or unix:// URL string or null")
+_SECONDS = (
+    "connect_timeout_s",
+    "socket_timeout_s",
+    "decision_timeout_s",
+    "retry_interval_s",
+    "lease_ttl_s",
+    "reservation_ttl_s",
+)
+
+
+def _url(value: str | None, where: str) -> str | None:
+    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"{where}: expected a redis://, rediss:// or unix:// URL")
     return value
 
 
-def _prefix(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: expected a string")
+def _prefix(value: str, path: str) -> str:
     if "{" in value or "}" in value:
-        raise ValueError(f"{where}: must not contain '{{' or '}}' (they would change the hash tag)")
+        raise SettingsError(
+            f"{path}.key_prefix: must not contain '{{' or '}}' (they would move the hash tag)"
+        )
     return value
-
-
-def _positive_int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: expected an integer >= 1")
-    return value
-
-
-def _positive_seconds(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{where}: expected a number of seconds > 0")
-    return float(value)
