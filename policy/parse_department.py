@@ -24,7 +24,7 @@ DEPARTMENT_KEYS = ("version", "department", "description", *SETTING_KEYS)
 
 def check_department_defaults(reader: Reader, node: Node, catalog: Catalog) -> None:
     """Validate `department_defaults` on its own: keys and types, nothing required."""
-    _Parser(reader, catalog, partial=True).settings(node, SETTING_KEYS, "")
+    _Parser(reader, catalog, own_file=None).settings(node, SETTING_KEYS, "")
 
 
 def parse_department(
@@ -40,19 +40,22 @@ def parse_department(
     name = reader.string(name_node, "department") if name_node else None
     if "description" in own_fields:
         reader.string(own_fields["description"], "description")
-    policy = _Parser(reader, catalog, partial=False).settings(merged, DEPARTMENT_KEYS, name or "")
+    policy = _Parser(reader, catalog, own_file=own.start_mark.name).settings(
+        merged, DEPARTMENT_KEYS, name or ""
+    )
     if name is None or policy is None or reader.failures > before:
         return None
     return policy
 
 
 class _Parser:
-    """Reads the settings sections; `partial` skips checks for keys a department may still add."""
+    """Reads the settings sections; `partial` (defaults alone) skips completeness checks."""
 
-    def __init__(self, reader: Reader, catalog: Catalog, *, partial: bool) -> None:
+    def __init__(self, reader: Reader, catalog: Catalog, *, own_file: str | None) -> None:
         self.r = reader
         self.catalog = catalog
-        self.partial = partial
+        self.own_file = own_file  # the department's file; None when checking the defaults alone
+        self.partial = own_file is None
 
     def settings(self, root: Node, keys: tuple[str, ...], name: str) -> DepartmentPolicy | None:
         fields = self.r.mapping(root, "", keys)
@@ -101,7 +104,10 @@ class _Parser:
         catalog = self.catalog
         known = {**catalog.models, **catalog.groups}
         allowed: set[str] = set()
-        for name in self.r.names(node, "models", known, "model or group") or ():
+        names = self.r.names(node, "models", known, "model or group")
+        if names is None:
+            return None
+        for name in names:
             allowed.update(catalog.groups.get(name, (name,)))
         if not self.partial and not allowed:
             self.r.error(node, "models", "the department allows no model; list models or groups")
@@ -152,15 +158,14 @@ class _Parser:
             if not self.partial:
                 self.r.error(root, "data", "missing required key; set data.allowed and data.pools")
             return None
+        before = self.r.failures
         classes = self.catalog.classifications
         keys = ("allowed", "required", "default", "pools", "purpose_required")
         fields = self.r.mapping(node, "data", keys) or {}
         allowed_node = self._required(fields, node, "allowed", "data")
-        allowed = (
-            self.r.names(allowed_node, "data.allowed", classes, "classification")
-            if allowed_node
-            else None
-        )
+        allowed = None
+        if allowed_node is not None:
+            allowed = self.r.names(allowed_node, "data.allowed", classes, "classification")
         required = False
         if "required" in fields:
             required = bool(self.r.boolean(fields["required"], "data.required"))
@@ -168,39 +173,40 @@ class _Parser:
         if "default" in fields:
             default = self.r.known(fields["default"], "data.default", classes, "classification")
             if default is not None and allowed is not None and default not in allowed:
-                self.r.error(
-                    fields["default"],
-                    "data.default",
-                    f"{default!r} is not in data.allowed; allow it or pick another",
-                )
+                self._default_not_allowed(fields["default"], allowed_node, default)
         elif not required and not self.partial:
-            self.r.error(
-                node,
-                "data.default",
-                "missing; a department that does not require a classification needs a default one",
-            )
-        purpose = (
-            frozenset(
-                self.r.names(
-                    fields["purpose_required"], "data.purpose_required", classes, "classification"
-                )
-                or ()
-            )
-            if "purpose_required" in fields
-            else frozenset()
-        )
+            message = "missing; a department that does not require a classification needs a default"
+            self.r.error(node, "data.default", message)
+        purpose: list[str] | None = []
+        if "purpose_required" in fields:
+            path = "data.purpose_required"
+            purpose = self.r.names(fields["purpose_required"], path, classes, "classification")
         pools = self._pools(fields.get("pools"))
-        if self.partial or allowed is None or pools is None:
+        # Completeness is judged only on a section that is otherwise valid, so that one mistake
+        # does not also show up as a classification without pools.
+        if self.partial or self.r.failures > before or allowed is None or pools is None:
             return None
         for name in allowed:
             if not pools.get(name):
-                self.r.error(
-                    fields.get("pools", node),
-                    f"data.pools.{name}",
-                    f"classification {name!r} is allowed but cleared for no pool; "
-                    "list the pools it may go to",
-                )
-        return DataRules(frozenset(allowed), required, default, pools, purpose)
+                message = f"classification {name!r} is allowed but cleared for no pool; "
+                message += "list the pools it may go to"
+                self.r.error(fields.get("pools", node), f"data.pools.{name}", message)
+        return DataRules(frozenset(allowed), required, default, pools, frozenset(purpose or ()))
+
+    def _default_not_allowed(
+        self, default_node: Node, allowed_node: Node | None, name: str
+    ) -> None:
+        # An inherited default left out by the department's own allowed list is a mistake in
+        # the department file, so that is where the error points.
+        own, inherited = self.own_file, default_node.start_mark.name
+        if allowed_node is not None and allowed_node.start_mark.name == own and inherited != own:
+            where = f"{inherited}:{default_node.start_mark.line + 1}"
+            message = f"leaves out the default classification {name!r} ({where}); "
+            message += "add it or set data.default"
+            self.r.error(allowed_node, "data.allowed", message)
+        else:
+            message = f"{name!r} is not in data.allowed; allow it or pick another"
+            self.r.error(default_node, "data.default", message)
 
     def _pools(self, node: Node | None) -> dict[str, frozenset[str]] | None:
         if node is None:
@@ -210,7 +216,7 @@ class _Parser:
             path = join("data.pools", name)
             kind = self.catalog.classifications.get(name)
             if kind is None:
-                known = ", ".join(self.catalog.classifications)
+                known = ", ".join(sorted(self.catalog.classifications))
                 self.r.error(
                     key_node,
                     path,

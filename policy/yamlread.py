@@ -169,10 +169,11 @@ class Reader:
         return list(node.value)
 
     def names(self, node: Node, path: str, known: Collection[str], what: str) -> list[str] | None:
-        """A list of distinct strings, each one of `known` (models, pools, classifications)."""
+        """A list of distinct strings, each one of `known`; None if any item is wrong."""
         items = self.sequence(node, path)
         if items is None:
             return None
+        before = self.failures
         result: list[str] = []
         for index, item in enumerate(items):
             item_path = f"{path}[{index}]"
@@ -185,7 +186,7 @@ class Reader:
                 self.error(item, item_path, f"unknown {what} {name!r}; {_known(known, what)}")
             else:
                 result.append(name)
-        return result
+        return result if self.failures == before else None
 
     def known(self, node: Node, path: str, known: Collection[str], what: str) -> str | None:
         """One string naming an existing thing (a pool, a priority class)."""
