@@ -114,21 +114,36 @@ class Shipper:
             await self._channel.close()
 
     async def _run(self, stub: trace_service_pb2_grpc.TraceServiceStub) -> None:
-        while True:
-            self._wake.clear()  # before reading: an append after the read sets it again
-            batch = await self._spool.pending(self._batch_size)
-            if not batch:
-                self._set_pending(0)
-                if self._closing:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
-                continue
-            await self._send(stub, batch)
-            await self._spool.mark_delivered([r.sequence for r in batch])
-            self._delivered += len(batch)
-            SHIPPED.inc(len(batch))
-            self._set_pending(await self._spool.pending_count())
+        while not await self._step(stub):
+            pass
+
+    async def _step(self, stub: trace_service_pb2_grpc.TraceServiceStub) -> bool:
+        """One pass; True when closing and drained. Never lets the shipping loop die."""
+        try:
+            return await self._ship_once(stub)
+        except Exception as err:  # a bug or a spool failure: keep the loop alive, report it
+            log.exception("audit shipper: unexpected failure; retrying")
+            self._last_error = f"{type(err).__name__}: {err}"
+            await asyncio.sleep(self._max_backoff_s)
+            return False
+
+    async def _ship_once(self, stub: trace_service_pb2_grpc.TraceServiceStub) -> bool:
+        self._wake.clear()  # before reading: an append after the read sets it again
+        batch = await self._spool.pending(self._batch_size)
+        if not batch:
+            self._set_pending(0)
+            if self._closing:
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            return False
+        self._set_pending(await self._spool.pending_count())
+        await self._send(stub, batch)
+        await self._spool.mark_delivered([r.sequence for r in batch])
+        self._delivered += len(batch)
+        SHIPPED.inc(len(batch))
+        self._set_pending(max(self._pending - len(batch), 0))
+        return False
 
     def _set_pending(self, n: int) -> None:
         self._pending = n
@@ -153,7 +168,7 @@ class Shipper:
         # cancelling this task; appends never wait on it.
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((grpc.aio.AioRpcError, ExportRejected)),
-            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff_s),
+            wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s),
             stop=stop_never,
             before_sleep=self._failed,
             reraise=True,

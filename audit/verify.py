@@ -102,10 +102,10 @@ def verify_chain(ledger: Ledger, source: str, result: VerifyResult) -> list[Link
                 msg = f"{_name(named)} {kind}: {why}"
             result.problems.append(Problem(kind, source, named.record_id, _seq(named), msg))
             return links[: links.index(named)]
-        why = _columns_altered(ledger, link)
-        if why is not None:
+        column = _columns_altered(ledger, link)
+        if column is not None:
             result.problems.append(
-                Problem("altered", source, link.record_id, _seq(link), f"{_name(link)}: {why}")
+                Problem("altered", source, link.record_id, _seq(link), f"{_name(link)}: {column}")
             )
             return links[:i]
         head = link.hash

@@ -18,7 +18,7 @@ from audit.ledger import Ledger, QueryFilter
 from audit.verify import Problem, verify
 from tests.audit.conftest import MakeRecord
 
-Tamper = Callable[[str, Sequence[Any]], None]
+Tamper = Callable[..., None]
 KEY = Ed25519PrivateKey.generate()
 
 
