@@ -21,6 +21,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def resp(*args: str) -> bytes:
+    """One Redis command encoded in RESP, for raw-socket test setup."""
+    return f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+    )
+
+
 class RedisServer:
     """One redis-server process without persistence, bound to 127.0.0.1.
 
@@ -94,11 +101,8 @@ class RedisServer:
 
     def command(self, *args: str) -> bytes:
         """Send one command in RESP and return the raw first reply chunk (for test setup)."""
-        payload = f"*{len(args)}\r\n".encode() + b"".join(
-            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
-        )
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-            sock.sendall(payload)
+            sock.sendall(resp(*args))
             return sock.recv(65536)
 
     def close(self) -> None:

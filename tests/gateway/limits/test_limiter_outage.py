@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from gateway.limits import Admission, AdmissionDecision, Backend, Completion, RedisLimiter
 from policy.limits import DepartmentLimits, FailureMode, Limit, LimitSet
 from tests.gateway.limits.conftest import redis_settings
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, resp
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +52,6 @@ async def timed_admit(
     started = time.perf_counter()
     decision = await limiter.admit(Admission(uuid.uuid4().hex, dept.department, "u", 10, dept))
     return decision, time.perf_counter() - started
-
-
-def _resp(*args: str) -> bytes:
-    return f"*{len(args)}\r\n".encode() + b"".join(
-        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
-    )
 
 
 def make(server: RedisServer, **overrides: object) -> RedisLimiter:
@@ -140,7 +134,7 @@ async def test_hung_redis_times_out_within_bound_and_leaks_nothing(server: Redis
     )
     assert (await timed_admit(limiter, dept))[0].allowed  # connected, then the server hangs
     with socket.create_connection(("127.0.0.1", server.port)) as blocker:
-        blocker.sendall(_resp("EVAL", BUSY_SCRIPT, "0", "400000"))
+        blocker.sendall(resp("EVAL", BUSY_SCRIPT, "0", "400000"))
         await asyncio.sleep(0.05)
         during = await asyncio.gather(*(timed_admit(limiter, dept) for _ in range(5)))
         assert blocker.recv(64) == b":1\r\n"  # the busy script ended
