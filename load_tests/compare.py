@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from load_tests.report import FORMAT, LatencyJson, ResultsJson, Stat, SummaryJson
+from load_tests.report import FORMAT, LatencyJson, ResultsJson, Stat, SummaryJson, format_table
 
 # Ratios within this band of 1 are reported as "same": run-to-run noise, not a change.
 _SAME_BAND = 0.05
@@ -101,15 +101,9 @@ def compare(a: ResultsJson, b: ResultsJson, names: tuple[str, str] = ("A", "B"))
                 va, vb = metric.get(step_a), metric.get(step_b)
                 label = f"step {step_a['index'] + 1} ({step_a['label']}) {metric.label}"
                 rows.append((label, _fmt(va), _fmt(vb), _ratio(va, vb), _verdict(metric, va, vb)))
-    header = ("metric", names[0], names[1], "B/A", "B is")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    header = ("metric", "A", "B", "B/A", "B is")
     lines = [
         f"A: {names[0]}: {a['scenario']} -> {a['target']}, {a['started_at']}",
         f"B: {names[1]}: {b['scenario']} -> {b['target']}, {b['started_at']}",
     ]
-    for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    return "\n".join([*lines, *format_table([header, *rows])])

@@ -258,29 +258,50 @@ _E2E_STATS: tuple[Stat, ...] = ("p50", "p90", "p99", "max")
 _TOKEN_STATS: tuple[Stat, ...] = ("p50", "p99")
 
 
+def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Align rows in columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            [
+                row[0].ljust(widths[0]),
+                *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)),
+            ]
+        ).rstrip()
+        for row in rows
+    ]
+
+
 def render_text(results: ResultsJson) -> str:
     """A plain-text table of the run for the terminal: one row per step, then the totals."""
     header = (
-        f"{'step':<14}{'offered/s':>10}{'done/s':>9}{'ok/s':>9}{'tok/s':>10}{'ok':>7}"
-        f"{'exhaust':>8}{'failed':>7}  {'e2e ms p50/p90/p99/max':<26}{'ttft p50/p99':<15}"
-        f"{'itl p50/p99':<12}"
-    )
-    rows = [f"{s['index'] + 1}: {s['label']}" for s in results["steps"]]
+        "step", "offered/s", "done/s", "ok/s", "tok/s", "ok", "exhausted", "failed",
+        "e2e ms p50/p90/p99/max", "ttft ms p50/p99", "itl ms p50/p99",
+    )  # fmt: skip
+    names = [f"{s['index'] + 1}: {s['label']}" for s in results["steps"]]
     summaries: list[SummaryJson] = [*results["steps"], results["totals"]]
+    rows = [header]
+    for name, s in zip([*names, "total"], summaries, strict=True):
+        rows.append(
+            (
+                name,
+                f"{s['offered_rps']:.1f}",
+                f"{s['completed_rps']:.1f}",
+                f"{s['ok_rps']:.1f}",
+                f"{s['tokens_per_s']:.0f}",
+                str(s["ok"]),
+                str(s["rejected"]),
+                str(s["failed"]),
+                "/".join(_ms(s["e2e_ms"], k) for k in _E2E_STATS),
+                "/".join(_ms(s["ttft_ms"], k) for k in _TOKEN_STATS),
+                "/".join(_ms(s["itl_ms"], k) for k in _TOKEN_STATS),
+            )
+        )
     lines = [
         f"scenario {results['scenario']} -> {results['target']} ({results['mode']} loop, "
         f"{results['elapsed_s']:.1f} s{', interrupted' if results['interrupted'] else ''})",
-        header,
+        *format_table(rows),
     ]
-    for name, s in zip([*rows, "total"], summaries, strict=True):
-        e2e = "/".join(_ms(s["e2e_ms"], k) for k in _E2E_STATS)
-        ttft = "/".join(_ms(s["ttft_ms"], k) for k in _TOKEN_STATS)
-        itl = "/".join(_ms(s["itl_ms"], k) for k in _TOKEN_STATS)
-        lines.append(
-            f"{name:<14}{s['offered_rps']:>10.1f}{s['completed_rps']:>9.1f}{s['ok_rps']:>9.1f}"
-            f"{s['tokens_per_s']:>10.0f}{s['ok']:>7}{s['rejected']:>8}{s['failed']:>7}  "
-            f"{e2e:<26}{ttft:<15}{itl:<12}"
-        )
     codes = ", ".join(f"{code} {n}" for code, n in results["totals"]["by_code"].items())
     lines.append(f"by status: {codes or 'no requests finished'}")
     lag = results["launch_lag_ms"]
