@@ -67,15 +67,24 @@ def bearer(token: str | None) -> Metadata:
     return () if token is None else (("authorization", f"Bearer {token}"),)
 
 
-def open_channel(scenario: Scenario, target: str) -> grpc.aio.Channel:
-    """A channel to the gateway, with TLS when the scenario names a CA file."""
-    if scenario.tls_ca_file is None:
-        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-    ca = (scenario.base_dir / Path(scenario.tls_ca_file)).read_bytes()
+def channel_settings(
+    scenario: Scenario,
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, str | int]]]:
+    """TLS credentials (None for plaintext) and channel options for the scenario's gateway."""
     options = list(_CHANNEL_OPTIONS)
+    if scenario.tls_ca_file is None:
+        return None, options
+    ca = (scenario.base_dir / Path(scenario.tls_ca_file)).read_bytes()
     if scenario.tls_server_name is not None:
         options.append(("grpc.ssl_target_name_override", scenario.tls_server_name))
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+    return grpc.ssl_channel_credentials(root_certificates=ca), options
+
+
+def open_channel(scenario: Scenario, target: str) -> grpc.aio.Channel:
+    """An asyncio channel to the gateway, with TLS when the scenario names a CA file."""
+    credentials, options = channel_settings(scenario)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
