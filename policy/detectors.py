@@ -25,13 +25,16 @@ class Detector:
     match with `[REDACTED:<name>]`.
     """
 
-    __slots__ = ("_accept", "_pattern", "marker", "name")
+    __slots__ = ("_accept", "_needs", "_pattern", "marker", "name")
 
-    def __init__(self, name: str, pattern: re.Pattern[str], accept: Accept | None = None) -> None:
+    def __init__(
+        self, name: str, pattern: re.Pattern[str], accept: Accept | None = None, needs: str = ""
+    ) -> None:
         self.name = name
         self.marker = f"[REDACTED:{name}]"
         self._pattern = pattern
         self._accept = accept
+        self._needs = needs  # a substring every match contains: a cheap test before the regex
 
     def __repr__(self) -> str:
         return f"Detector({self.name!r})"
@@ -39,6 +42,8 @@ class Detector:
     def spans(self, text: str) -> list[tuple[int, int]]:
         """The (start, end) offsets of every match in `text`, in order, not overlapping."""
         found: list[tuple[int, int]] = []
+        if self._needs not in text:
+            return found
         search = self._pattern.search
         pos = 0
         while (match := search(text, pos)) is not None:
@@ -116,20 +121,24 @@ def _accept_iban(candidate: str) -> int:
         text = text[:cut]
 
 
-# Six date digits, an optional hyphen, four digits; never part of a longer run of digits.
-_CPR = re.compile(r"(?<!\d)\d{6}-?\d{4}(?!\d)")
+# Six date digits, an optional hyphen, four digits; never part of a longer run of digits. The
+# "no digit before" check sits after the first digit so that the pattern starts with a character
+# class, which lets the regex engine skip ahead quickly (about 4x faster on prose).
+_CPR = re.compile(r"\d(?<!\d\d)\d{5}-?\d{4}(?!\d)")
 # The look-behind pins each candidate to the start of its run, keeping the scan linear.
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![A-Za-z0-9-])"
 )
 # Danish 8-digit numbers (optionally +45/0045, grouped by spaces) or any +CC international number.
+# Written as "first character, then look back" for the same reason as the CPR pattern.
 _PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ -]?\d(?:[ -]?\d){6,12}|(?:0045 ?)?\d{2}(?: ?\d{2}){3})(?!\d)"
+    r"[+\d](?<![\w+][+\d])"
+    r"(?:(?<=\+)\d{1,3}[ -]?\d(?:[ -]?\d){6,12}|(?<=\d)(?:045 ?\d)?\d(?: ?\d{2}){3})(?!\d)"
 )
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 
 CPR = Detector("cpr", _CPR, _accept_cpr)
-EMAIL = Detector("email", _EMAIL)
+EMAIL = Detector("email", _EMAIL, needs="@")
 PHONE = Detector("phone", _PHONE)
 IBAN = Detector("iban", _IBAN, _accept_iban)
 
