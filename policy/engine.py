@@ -7,6 +7,8 @@ cheapest first; the sensitive-data guard, which scans the prompt, runs last.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from policy.decision import Decision, Denial, DenialKind, PolicyRequest, Subject
 from policy.limits import DepartmentLimits
 from policy.model import DepartmentPolicy, OnExcess
@@ -40,8 +42,8 @@ def _echo(name: str) -> str:
     return repr(name if len(name) <= _MAX_ECHO else name[:_MAX_ECHO] + "...")
 
 
-def _listing(names: object) -> str:
-    return ", ".join(sorted(names)) if names else "none"  # type: ignore[call-overload]
+def _listing(names: Collection[str]) -> str:
+    return ", ".join(sorted(names)) if names else "none"
 
 
 class _Evaluation:
