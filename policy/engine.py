@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from policy.decision import Decision, Denial, DenialKind, PolicyRequest, Subject
+from policy.decision import Decision, Denial, PolicyRequest, Subject
 from policy.limits import DepartmentLimits
 from policy.model import DepartmentPolicy, OnExcess
 from policy.policyset import PolicySet
@@ -80,19 +80,16 @@ class _Evaluation:
                 return self._decision(denial)
         return self._decision(None)
 
-    def _deny(self, kind: DenialKind, rule_id: str, message: str) -> Denial:
-        return Denial(kind, rule_id, message)
-
     def _model(self) -> Denial | None:
         model, dept = self.req.model, self.dept
         if model not in self.policy.catalog.models:
-            return self._deny(
+            return Denial(
                 "invalid_argument",
                 "models.unknown",
                 f"model {_echo(model)} does not exist; use one of: {_listing(dept.models)}",
             )
         if model not in dept.models:
-            return self._deny(
+            return Denial(
                 "permission_denied",
                 "models.not_allowed",
                 f"department {dept.name!r} may not use model {model!r}; "
@@ -105,7 +102,7 @@ class _Evaluation:
         name = self.req.classification
         if name is None:
             if data.required or data.default is None:
-                return self._deny(
+                return Denial(
                     "invalid_argument",
                     "classification.required",
                     f"department {self.dept.name!r} requires a data classification on every "
@@ -116,13 +113,13 @@ class _Evaluation:
             self.rules.append("classification.default")
         kind = classes.get(name)
         if kind is None:
-            return self._deny(
+            return Denial(
                 "invalid_argument",
                 "classification.unknown",
                 f"classification {_echo(name)} is not known; use one of: {', '.join(classes)}",
             )
         if name not in data.allowed:
-            return self._deny(
+            return Denial(
                 "permission_denied",
                 "classification.not_allowed",
                 f"department {self.dept.name!r} may not send {name!r} data; "
@@ -131,14 +128,14 @@ class _Evaluation:
         clearance = self.subject.clearance or self.policy.catalog.clearance_default
         cleared = classes.get(clearance)
         if cleared is None:
-            return self._deny(
+            return Denial(
                 "permission_denied",
                 "clearance.unknown",
                 "your token's clearance is not a classification this gateway knows; "
                 "ask your identity administrator to correct the clearance claim",
             )
         if kind.rank > cleared.rank:
-            return self._deny(
+            return Denial(
                 "permission_denied",
                 "classification.above_clearance",
                 f"{name!r} data is above your clearance ({clearance!r}); "
@@ -149,7 +146,7 @@ class _Evaluation:
 
     def _purpose(self) -> Denial | None:
         if self.classification in self.dept.data.purpose_required and not self.purpose:
-            return self._deny(
+            return Denial(
                 "invalid_argument",
                 "purpose.required",
                 f"{self.classification!r} data requires a purpose or legal basis; "
@@ -167,7 +164,7 @@ class _Evaluation:
         usable = [
             m for m in self.dept.models if cleared.intersection(self.policy.catalog.models[m])
         ]
-        return self._deny(
+        return Denial(
             "permission_denied",
             "pools.not_cleared",
             f"model {self.req.model!r} runs on no pool cleared for {self.classification!r} data; "
@@ -177,7 +174,7 @@ class _Evaluation:
     def _tokens(self) -> Denial | None:
         caps, req = self.dept.tokens, self.req
         if req.prompt_tokens > caps.max_prompt:
-            return self._deny(
+            return Denial(
                 "invalid_argument",
                 "tokens.max_prompt",
                 f"the prompt has about {req.prompt_tokens} tokens, more than the {caps.max_prompt} "
@@ -187,7 +184,7 @@ class _Evaluation:
         if wanted is None:
             self.max_output = caps.default_output
         elif wanted < 1:
-            return self._deny(
+            return Denial(
                 "invalid_argument",
                 "tokens.max_output.invalid",
                 "max_tokens must be at least 1; raise it or leave it unset",
@@ -198,7 +195,7 @@ class _Evaluation:
             self.max_output = caps.max_output
             self.rules.append("tokens.max_output.clamp")
         else:
-            return self._deny(
+            return Denial(
                 "invalid_argument",
                 "tokens.max_output.refuse",
                 f"max_tokens {wanted} exceeds the {caps.max_output} department {self.dept.name!r} "
@@ -212,7 +209,7 @@ class _Evaluation:
             found = sum(detector.count(text) for text in texts)
             if found:
                 self.detections[detector.name] = found
-                return self._deny(
+                return Denial(
                     "permission_denied",
                     f"guard.{detector.name}.block",
                     f"the prompt contains {found} match(es) of {detector.name!r}, which department "
