@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +72,42 @@ async def test_run_subprocess_writes_json_png_and_progress(
     assert png.read_bytes().startswith(PNG_MAGIC)
     assert "step 1/1 (2 callers)" in stderr.decode()  # the live progress line
     assert "\ntotal " in stdout.decode()
+
+
+async def test_sigint_ends_the_run_early_and_still_reports(
+    start_gateway: StartGateway, write_scenario: WriteScenario, tmp_path: Path
+) -> None:
+    gw = await start_gateway(Behaviour(latency_s=0.01))
+    path = write_scenario(
+        {
+            "name": "long",
+            "load": {"mode": "open", "rate": 20, "duration_s": 600},
+            "departments": [{"name": "d"}],
+            "models": {"ok-model": 1},
+            "prompt_tokens": {8: 1},
+            "max_tokens": {4: 1},
+        }
+    )
+    out = tmp_path / "long.json"
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "load_tests", "run", "--scenario", str(path)),
+        *("--target", gw.target, "--out", str(out)),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    # The first progress line means the load, and so the signal handler, is running.
+    first = await asyncio.wait_for(proc.stderr.readline(), 15)
+    assert b"step 1/1 (20/s)" in first
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 15)
+
+    assert proc.returncode == 0
+    assert "interrupted" in stdout.decode()
+    results = json.loads(out.read_text())
+    assert results["interrupted"] is True
+    assert 0 < results["totals"]["requests"] == sum(gw.calls.values()) < 200
 
 
 def results_file(path: Path, latency_s: float, count: int) -> Path:

@@ -8,6 +8,7 @@ import shlex
 import socket
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tests.load_tests.conftest import StartGateway, WriteScenario
 from tests.load_tests.fake_inference import EXHAUSTED_MODEL, UNAVAILABLE_MODEL, Behaviour
 
 
-def scenario(target: str, load: dict[str, object], **overrides: object) -> dict[str, object]:
+def scenario(target: str, load: Mapping[str, object], **overrides: object) -> dict[str, object]:
     data: dict[str, object] = {
         "name": "test",
         "target": target,
