@@ -242,8 +242,9 @@ class Load:
         arrival = data.get("arrival", "uniform")
         if arrival not in ("uniform", "poisson"):
             raise ScenarioError(f"{path}.arrival: expected `uniform` or `poisson`")
-        if mode == "closed" and "arrival" in data:
-            raise ScenarioError(f"{path}.arrival: applies to the open loop only")
+        for key in ("arrival", "max_in_flight"):
+            if mode == "closed" and key in data:
+                raise ScenarioError(f"{path}.{key}: applies to the open loop only")
         raw_steps = data.get("steps")
         if raw_steps is None:
             # Shorthand: one step whose keys sit directly under `load`.

@@ -63,6 +63,10 @@ def test_shipped_examples_parse_and_cover_each_load_shape() -> None:
             "scenario.load.rate: expected a positive number",
         ),
         ({"load": {"mode": "burst"}}, "scenario.load.mode: expected `closed` or `open`"),
+        (
+            {"load": {"mode": "closed", "concurrency": 1, "duration_s": 1, "max_in_flight": 5}},
+            "scenario.load.max_in_flight: applies to the open loop only",
+        ),
         ({"departments": []}, "scenario.departments: expected a non-empty list"),
         (
             {"departments": [{"name": "d", "token": {"file": "a", "command": "b"}}]},
