@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -152,6 +152,7 @@ class TrtLlmEngine:
             options.max_batch_size, stale_after_s=options.stats_stale_after_s
         )
         self._stats_task: asyncio.Task[None] | None = None
+        self._stats_stop = asyncio.Event()
         self._running: dict[str, RequestOutput] = {}
 
     @classmethod
@@ -195,12 +196,14 @@ class TrtLlmEngine:
             enable_iter_perf_stats=True,
         )
         self._llm = llm
+        self._stats_stop = asyncio.Event()
         self._stats_task = asyncio.create_task(
             poll_iteration_stats(
                 llm,
                 self._tracker,
                 timeout_s=opts.stats_timeout_s,
                 idle_interval_s=opts.stats_idle_interval_s,
+                stop=self._stats_stop,
             ),
             name="trtllm-stats",
         )
@@ -210,6 +213,7 @@ class TrtLlmEngine:
         for output in list(self._running.values()):
             _abort(output)
         if self._stats_task is not None:
+            self._stats_stop.set()
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stats_task
@@ -223,7 +227,7 @@ class TrtLlmEngine:
         """The current load; cheap, no call into TensorRT-LLM."""
         return self._tracker.load()
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+    async def generate(self, request: EngineRequest) -> AsyncGenerator[EngineChunk, None]:
         """Stream one generation; leaving the iteration early aborts it in TensorRT-LLM."""
         llm = self._llm
         if llm is None:

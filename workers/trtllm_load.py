@@ -142,15 +142,18 @@ async def poll_iteration_stats(
     *,
     timeout_s: float,
     idle_interval_s: float,
+    stop: asyncio.Event,
 ) -> None:
-    """Feed `tracker` from `llm.get_stats_async(timeout_s)` until cancelled.
+    """Feed `tracker` from `llm.get_stats_async(timeout_s)` until `stop` is set or cancelled.
 
     One `get_stats_async` round ends when no record arrives for `timeout_s`; before the first
     request it ends at once (TensorRT-LLM has no statistics queue yet). A round that yielded
     nothing is followed by `idle_interval_s` of sleep so that an idle engine is not polled in a
-    tight loop.
+    tight loop. `stop` ends the loop even when a cancellation is lost (on Python 3.11,
+    `asyncio.wait_for` swallows a cancel that coincides with its result, and TensorRT-LLM's
+    queues wait with timeouts).
     """
-    while True:
+    while not stop.is_set():
         received = 0
         try:
             async for stat in llm.get_stats_async(timeout_s):
