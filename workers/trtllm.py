@@ -153,7 +153,8 @@ class TrtLlmEngine:
         )
         self._stats_task: asyncio.Task[None] | None = None
         self._stats_stop = asyncio.Event()
-        self._running: dict[str, RequestOutput] = {}
+        # Keyed by object identity: request ids come from callers and may repeat.
+        self._running: dict[int, RequestOutput] = {}
 
     @classmethod
     def from_options(
@@ -261,7 +262,7 @@ class TrtLlmEngine:
         # cancellation reaches the finally block at once (a nested generator would be closed
         # only when garbage collected).
         self._tracker.request_started()
-        self._running[request.request_id] = output
+        self._running[id(output)] = output
         done = False
         try:
             prompt_tokens = len(output.prompt_token_ids)
@@ -290,7 +291,7 @@ class TrtLlmEngine:
                 "the TensorRT-LLM engine failed during generation: retry on another worker"
             ) from err
         finally:
-            self._running.pop(request.request_id, None)
+            self._running.pop(id(output), None)
             self._tracker.request_ended()
             if not done:
                 # The consumer left (cancelled, aclose, or an error above): free the batch slot
