@@ -78,10 +78,13 @@ class Shipper:
         self._listener: Callable[[], None] | None = None
 
     async def start(self) -> None:
+        # gRPC obeys http(s)_proxy/grpc_proxy by default, which would route records through an
+        # address the residency guard never checked.
+        options = [("grpc.enable_http_proxy", 0)]
         if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(self._target, self._credentials)
+            self._channel = grpc.aio.secure_channel(self._target, self._credentials, options)
         else:
-            self._channel = grpc.aio.insecure_channel(self._target)
+            self._channel = grpc.aio.insecure_channel(self._target, options)
         stub = trace_service_pb2_grpc.TraceServiceStub(self._channel)  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
 

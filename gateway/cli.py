@@ -9,21 +9,38 @@ import os
 import sys
 from pathlib import Path
 
+from gateway.auth.cli import add_token_command
 from gateway.client_cli import add_ask_command
 from gateway.config import SettingsError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.logging_setup import configure_logging
+    from gateway.residency import ResidencyViolation
     from gateway.server import serve
     from gateway.settings import load_settings
+    from policy.issues import PolicyError
 
     try:
         settings = load_settings(args.config, os.environ)
+        configure_logging(settings.logging)
+        asyncio.run(serve(settings))
     except SettingsError as exc:
-        print(f"invalid settings: {exc}", file=sys.stderr)
+        print(f"llm-gateway: invalid settings: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings))
+    except ResidencyViolation as exc:
+        print(f"llm-gateway: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        print(f"llm-gateway: refusing to start, the policy is invalid:\n{exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from policy.checker import main as check
+
+    return check([str(args.directory)])
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -45,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", type=Path, default=Path(".data"))
     dev.set_defaults(func=_dev)
     add_ask_command(commands)
+    add_token_command(commands)
+    policy = commands.add_parser("policy", help="policy tools")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="check a policy directory offline (exit 0/1)")
+    check.add_argument("directory", type=Path)
+    check.set_defaults(func=_policy_check)
     return parser
 
 

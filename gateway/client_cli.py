@@ -18,7 +18,12 @@ def add_ask_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     ask.add_argument("--model", default="llama-3.1-8b-instruct")
     ask.add_argument("--max-tokens", type=int, default=64)
     ask.add_argument("--token", help="bearer token (default: read --token-file if given)")
-    ask.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    ask.add_argument(
+        "--token-file",
+        type=Path,
+        default=Path(".data/dev-token"),
+        help="file holding the bearer token (default: the dev stack's .data/dev-token)",
+    )
     ask.add_argument("--classification", default="")
     ask.add_argument("--purpose", default="")
     ask.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
@@ -26,7 +31,9 @@ def add_ask_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def ask_command(args: argparse.Namespace) -> int:
-    token = args.token or (args.token_file.read_text().strip() if args.token_file else None)
+    token = args.token
+    if token is None and args.token_file.exists():
+        token = args.token_file.read_text().strip()
     metadata: tuple[tuple[str, str | bytes], ...] = (
         (("authorization", f"Bearer {token}"),) if token else ()
     )

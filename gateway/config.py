@@ -26,6 +26,15 @@ def section(data: object, path: str, allowed: Sequence[str]) -> Mapping[str, obj
     return data
 
 
+def mapping(data: object, path: str) -> Mapping[str, object]:
+    """`data` as a mapping (None means empty); its own reader checks the keys."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"{path}: expected a mapping, got {type(data).__name__}")
+    return data
+
+
 def typed(data: Mapping[str, object], key: str, path: str, kind: type[T], default: T) -> T:
     """`data[key]` checked to be of `kind` (ints accepted for floats), or `default` if absent."""
     value = data.get(key, default)

@@ -88,7 +88,9 @@ class Cancelled(GatewayError):
     code = grpc.StatusCode.CANCELLED
 
 
-def error_info(reason: str, metadata: Mapping[str, str] | None = None) -> error_details_pb2.ErrorInfo:
+def error_info(
+    reason: str, metadata: Mapping[str, str] | None = None
+) -> error_details_pb2.ErrorInfo:
     """A google.rpc.ErrorInfo naming the machine-readable reason (e.g. a policy rule id)."""
     return error_details_pb2.ErrorInfo(
         reason=reason, domain=ERROR_DOMAIN, metadata=dict(metadata or {})
@@ -105,7 +107,9 @@ def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
 def quota_failure(subject: str, description: str) -> error_details_pb2.QuotaFailure:
     """A google.rpc.QuotaFailure naming the limit that refused the request."""
     return error_details_pb2.QuotaFailure(
-        violations=[error_details_pb2.QuotaFailure.Violation(subject=subject, description=description)]
+        violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=subject, description=description)
+        ]
     )
 
 

@@ -25,6 +25,9 @@ PUBLIC_SERVICE_PREFIX = "/llmgateway.v1."
 CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
     "llmgateway_request_id", default=""
 )
+# Set by the pipeline once a request's audit record is written, so that a refusal raised
+# afterwards is not audited twice.
+AUDITED: contextvars.ContextVar[bool] = contextvars.ContextVar("llmgateway_audited", default=False)
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]]"
 
@@ -58,8 +61,18 @@ async def _abort_internal(context: grpc.aio.ServicerContext[Any, Any], request_i
     )
 
 
+RefusalRecorder = Callable[[str, GatewayError], Awaitable[None]]
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Assigns the request id and maps every exception to a status, unary and streaming alike."""
+    """Assigns the request id and maps every exception to a status, unary and streaming alike.
+
+    `on_refused` is called for errors raised before the request reached the pipeline (an
+    authentication failure), so that those refusals are audited too.
+    """
+
+    def __init__(self, on_refused: RefusalRecorder | None = None) -> None:
+        self._on_refused = on_refused
 
     async def intercept_service(
         self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -68,9 +81,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(PUBLIC_SERVICE_PREFIX):
             return handler
         if handler.unary_unary is not None:
-            return _replace(handler, unary_unary=_wrap_unary(handler.unary_unary))
+            wrapped = _wrap_unary(handler.unary_unary, self._on_refused)
+            return _replace(handler, unary_unary=wrapped)
         if handler.unary_stream is not None:
-            return _replace(handler, unary_stream=_wrap_stream(handler.unary_stream))  # type: ignore[arg-type]
+            stream = _wrap_stream(handler.unary_stream, self._on_refused)  # type: ignore[arg-type]
+            return _replace(handler, unary_stream=stream)
         return handler
 
 
@@ -80,13 +95,24 @@ def _replace(handler: _Handler, **behaviour: Any) -> _Handler:
     return replaced
 
 
-def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+async def _refused(on_refused: RefusalRecorder | None, request_id: str, err: GatewayError) -> None:
+    if on_refused is not None and not AUDITED.get():
+        try:
+            await on_refused(request_id, err)
+        except Exception:
+            log.exception("could not audit refused request %s", request_id)
+
+
+def _wrap_unary(
+    behaviour: Callable[..., Awaitable[Any]], on_refused: RefusalRecorder | None
+) -> Callable[..., Awaitable[Any]]:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = new_request_id()
         CURRENT_REQUEST_ID.set(request_id)
         try:
             return await behaviour(request, context)
         except GatewayError as err:
+            await _refused(on_refused, request_id, err)
             await abort(context, err)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
@@ -96,7 +122,9 @@ def _wrap_unary(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Await
     return unary
 
 
-def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    behaviour: Callable[..., AsyncIterator[Any]], on_refused: RefusalRecorder | None
+) -> Callable[..., AsyncIterator[Any]]:
     async def stream(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
@@ -106,6 +134,7 @@ def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
             async for response in behaviour(request, context):
                 yield response
         except GatewayError as err:
+            await _refused(on_refused, request_id, err)
             await abort(context, err)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
@@ -116,10 +145,7 @@ def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
 
 
 def build_interceptors(
-    *, authentication: grpc.aio.ServerInterceptor | None = None
+    *, authentication: grpc.aio.ServerInterceptor, on_refused: RefusalRecorder | None = None
 ) -> Sequence[grpc.aio.ServerInterceptor]:
     """The whole server interceptor stack, outermost first."""
-    stack: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
-    if authentication is not None:
-        stack.append(authentication)
-    return stack
+    return [ErrorInterceptor(on_refused), authentication]

@@ -2,7 +2,8 @@
 
 An `Exchange` holds the state of one request. The servicer opens it with `async with`, so that
 whatever happens (success, denial, client cancellation, deadline, worker failure) the exit runs
-exactly once: token accounting is reconciled and the outcome recorded.
+exactly once: the token reservation is reconciled, the lease released and one audit record
+written durably before the caller sees the end of the response.
 """
 
 from __future__ import annotations
@@ -18,10 +19,30 @@ from typing import Any
 import grpc
 from llmgateway.worker.v1 import worker_pb2 as wpb
 
+from audit.record import AuditRecord, Outcome
+from gateway.admission import Admitted, admit_limits, decide_policy, policy_refusal
+from gateway.audit_record import build_record, outcome_of
+from gateway.auditing import AuditTrail
+from gateway.auth.principal import CURRENT_PRINCIPAL, Principal
 from gateway.domain import FinishReason, GenerationRequest, GenerationResult, StreamChunk
-from gateway.errors import DeadlineExceeded, GatewayError, InvalidArgument, bad_request
+from gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    InvalidArgument,
+    Unauthenticated,
+    Unavailable,
+    bad_request,
+    error_info,
+    retry_info,
+)
+from gateway.interceptors import AUDITED
+from gateway.limits.base import RateLimiter
+from gateway.request_trace import RequestTrace
 from gateway.routing.router import RouteOutcome, Router, WorkerCall
 from gateway.settings import GatewaySettings
+from gateway.telemetry import Tracing, content_capture_allowed
+from policy.decision import Decision
+from policy.store import PolicyStore
 from workers.convert import ROLE_NAMES
 from workers.tokenizer import count_chat_tokens, count_tokens
 
@@ -38,42 +59,63 @@ _FINISH_FROM_WORKER = {
 DEADLINE_MARGIN_S = 0.005
 
 
-@dataclass(slots=True)
-class Admitted:
-    """What admission decided: the limits the generation runs under."""
-
-    request: GenerationRequest
-    prompt_tokens: int
-    max_tokens: int
-    allowed_pools: tuple[str, ...] | None = None
-    priority: int = 0
-    cache_salt: str = ""
-    department: str = ""
-
-
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     """The request path's collaborators, shared by every exchange."""
 
-    def __init__(self, settings: GatewaySettings, router: Router) -> None:
-        self.settings = settings
-        self.router = router
+    settings: GatewaySettings
+    router: Router
+    policy: PolicyStore
+    limiter: RateLimiter
+    audit: AuditTrail
+    tracing: Tracing
 
-    def exchange(self, request_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> Exchange:
-        return Exchange(self, request_id, context)
+    def exchange(
+        self, request_id: str, context: grpc.aio.ServicerContext[Any, Any], *, streaming: bool
+    ) -> Exchange:
+        return Exchange(self, request_id, context, streaming=streaming)
+
+    async def record_refused_call(self, request_id: str, err: GatewayError) -> None:
+        """Audit a call refused before any exchange existed (authentication failures)."""
+        outcome, status = outcome_of(err, deadline_passed=False)
+        record = AuditRecord(
+            record_id=request_id,
+            time_ns=time.time_ns(),
+            subject_pseudonym="",
+            department="",
+            outcome=outcome,
+            status_code=status,
+            rules_fired=tuple(
+                getattr(d, "reason", "") for d in err.details if hasattr(d, "reason")
+            ),
+        )
+        await asyncio.shield(self.audit.append(record))
 
 
 class Exchange:
     """The state of one request from arrival to its audit record."""
 
     def __init__(
-        self, pipeline: Pipeline, request_id: str, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        pipeline: Pipeline,
+        request_id: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        streaming: bool,
     ) -> None:
         self._pipeline = pipeline
         self._context = context
         self._started = time.monotonic()
+        self.principal: Principal | None = CURRENT_PRINCIPAL.get()
+        self.request: GenerationRequest | None = None
+        self.decision: Decision | None = None
         self.admitted: Admitted | None = None
         self.route = RouteOutcome()
         self.result = GenerationResult(request_id=request_id, model="")
+        self.trace = RequestTrace(
+            pipeline.tracing, tuple(context.invocation_metadata() or ()), time.time_ns(), streaming
+        )
+        self._heartbeat: asyncio.TimerHandle | asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Exchange:
         return self
@@ -84,36 +126,76 @@ class Exchange:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.result.total_ms = (time.monotonic() - self._started) * 1000
-        self.result.worker = self.route.worker_id
-        self.result.retries = self.route.retries
-        self.result.queue_ms = self.route.queue_ms
-        if exc_type is asyncio.CancelledError and self.result.finish_reason is None:
-            self.result.finish_reason = FinishReason.CANCELLED
+        result = self.result
+        result.total_ms = (time.monotonic() - self._started) * 1000
+        result.worker = self.route.worker_id
+        result.retries = self.route.retries
+        result.queue_ms = self.route.queue_ms
+        remaining = self._context.time_remaining()
+        outcome, status = outcome_of(exc, deadline_passed=remaining is not None and remaining <= 0)
+        if outcome is Outcome.CANCELLED and result.finish_reason is None:
+            result.finish_reason = FinishReason.CANCELLED
+        # Accounting and audit must finish even when the caller has gone away.
+        await asyncio.shield(self._account_and_audit(outcome, status))
 
-    def admit(self, request: GenerationRequest) -> Admitted:
-        """Decide whether and how the request may run (model, token caps)."""
-        settings = self._pipeline.settings.server
+    async def admit(self, request: GenerationRequest) -> Admitted:
+        """Policy, then limits: whether and how the request may run."""
+        pipeline = self._pipeline
+        principal = self.principal
+        if principal is None:  # the auth interceptor guarantees one; never run without it
+            raise Unauthenticated("no verified caller; send `authorization: Bearer <JWT>`")
+        self.request = request
         self.result.model = request.model
-        models = self._pipeline.router.models()
-        if request.model not in models:
-            known = ", ".join(models) or "none yet"
+        if request.model not in pipeline.router.models():
             raise InvalidArgument(
-                f"model: unknown model {request.model!r}; available: {known}",
-                details=[bad_request("model", "unknown model; call ListModels")],
+                f"model: unknown model {request.model!r}; "
+                "call ListModels for the models you may use",
+                details=[bad_request("model", "unknown model")],
             )
-        if request.prompt is not None:
-            prompt_tokens = count_tokens(request.prompt)
-        else:
-            prompt_tokens = count_chat_tokens(request.texts)
-        if prompt_tokens > settings.max_prompt_tokens:
+        prompt_tokens = _estimate_tokens(request)
+        server = pipeline.settings.server
+        if prompt_tokens > server.max_prompt_tokens:
             raise InvalidArgument(
                 f"the input is about {prompt_tokens} tokens; the limit is "
-                f"{settings.max_prompt_tokens}: shorten it",
+                f"{server.max_prompt_tokens}: shorten it",
                 details=[bad_request("prompt", "too many tokens")],
             )
-        max_tokens = request.max_tokens or settings.default_max_tokens
-        self.admitted = Admitted(request, prompt_tokens, max_tokens)
+        with self.trace.stage("policy"):
+            decision = decide_policy(pipeline.policy.current(), principal, request, prompt_tokens)
+        self.decision = decision
+        if not decision.allowed:
+            raise policy_refusal(decision)
+        if decision.audit_required and pipeline.audit.is_full:
+            raise Unavailable(
+                "the audit spool is full and this department may not be served unaudited; "
+                "retry later",
+                details=[retry_info(5.0), error_info("audit.spool_full")],
+            )
+        max_tokens = min(
+            decision.max_output_tokens or server.default_max_tokens, server.max_output_tokens
+        )
+        with self.trace.stage("limits"):
+            lease, quota = await admit_limits(
+                pipeline.limiter,
+                self.result.request_id,
+                principal,
+                decision,
+                prompt_tokens + max_tokens,
+            )
+        self.admitted = Admitted(
+            request=request,
+            texts=decision.redacted_texts or request.texts,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            allowed_pools=decision.allowed_pools or None,
+            priority=decision.priority,
+            cache_salt=decision.department,
+            department=decision.department,
+            lease=lease,
+            quota_metadata=quota,
+        )
+        self.result.model = decision.effective_model or request.model
+        self._keep_lease_alive()
         return self.admitted
 
     async def generate(self) -> AsyncIterator[StreamChunk]:
@@ -121,25 +203,30 @@ class Exchange:
         admitted = self.admitted
         assert admitted is not None, "admit() first"
         call = WorkerCall(
-            message=_worker_message(self.result.request_id, admitted),
+            message=_worker_message(self.result.request_id, self.result.model, admitted),
             allowed_pools=admitted.allowed_pools,
             deadline=self._deadline(),
+            metadata=self.trace.metadata(),
             priority=admitted.priority,
             affinity_key=admitted.request.affinity_key,
             department=admitted.department,
         )
         result = self.result
-        async for message in self._pipeline.router.generate(call, self.route):
-            if message.prompt_tokens:
-                result.prompt_tokens = message.prompt_tokens
-            if message.token_count:
-                if not result.completion_tokens:
-                    result.time_to_first_token_ms = (time.monotonic() - self._started) * 1000
-                result.completion_tokens += message.token_count
-                yield StreamChunk(message.text, message.token_count)
-            if message.finish_reason:
-                result.finish_reason = _FINISH_FROM_WORKER[message.finish_reason]
-                result.completion_tokens = message.completion_tokens or result.completion_tokens
+        with self.trace.stage("route_and_generate") as span:
+            async for message in self._pipeline.router.generate(call, self.route):
+                if message.prompt_tokens:
+                    result.prompt_tokens = message.prompt_tokens
+                if message.token_count:
+                    if not result.completion_tokens:
+                        result.time_to_first_token_ms = (time.monotonic() - self._started) * 1000
+                        await self._context.send_initial_metadata(admitted.quota_metadata)
+                    result.completion_tokens += message.token_count
+                    result.text_parts.append(message.text)
+                    yield StreamChunk(message.text, message.token_count)
+                if message.finish_reason:
+                    result.finish_reason = _FINISH_FROM_WORKER[message.finish_reason]
+                    result.completion_tokens = message.completion_tokens or result.completion_tokens
+            span.set_attribute("llmgateway.worker", self.route.worker_id)
 
     def _deadline(self) -> float | None:
         remaining = self._context.time_remaining()
@@ -149,8 +236,66 @@ class Exchange:
             raise DeadlineExceeded("the deadline passed before a worker could be called")
         return time.monotonic() + remaining - DEADLINE_MARGIN_S
 
+    def _keep_lease_alive(self) -> None:
+        """Extend the concurrency lease of streams that outlive a third of its TTL."""
+        interval = self._pipeline.settings.limits.lease_ttl_s / 3
+        self._heartbeat = asyncio.get_running_loop().call_later(interval, self._start_heartbeat)
 
-def _worker_message(request_id: str, admitted: Admitted) -> wpb.GenerateRequest:
+    def _start_heartbeat(self) -> None:
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._pipeline.settings.limits.lease_ttl_s / 3
+        lease = self.admitted.lease if self.admitted else None
+        while lease is not None and await self._pipeline.limiter.heartbeat(lease):
+            await asyncio.sleep(interval)
+
+    async def _account_and_audit(self, outcome: Outcome, status: str) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        result, admitted, decision = self.result, self.admitted, self.decision
+        if admitted is not None and admitted.lease is not None:
+            used = (result.prompt_tokens or admitted.prompt_tokens) + result.completion_tokens
+            await self._pipeline.limiter.complete(admitted.lease, used)
+        request = self.request
+        department = (
+            decision.department
+            if decision
+            else (self.principal.department if self.principal else "")
+        )
+        self.trace.finish(result, status, department)
+        if request is not None and decision is not None:
+            self.trace.record_content(
+                "\n".join(admitted.texts if admitted else request.texts),
+                "".join(result.text_parts),
+                allowed=content_capture_allowed(decision.capture_content),
+            )
+        record = build_record(
+            keys=self._pipeline.audit.keys,
+            result=result,
+            principal=self.principal,
+            decision=decision,
+            sent_texts=admitted.texts if admitted else (),
+            original_texts=request.texts if request else (),
+            outcome=outcome,
+            status_code=status,
+            client_request_id=request.client_request_id if request else "",
+            classification=request.classification if request else None,
+            purpose=request.purpose if request else None,
+            trace_id=self.trace.trace_id,
+            span_id=self.trace.span_id,
+        )
+        await self._pipeline.audit.append(record)
+        AUDITED.set(True)
+
+
+def _estimate_tokens(request: GenerationRequest) -> int:
+    if request.prompt is not None:
+        return count_tokens(request.prompt)
+    return count_chat_tokens(request.texts)
+
+
+def _worker_message(request_id: str, model: str, admitted: Admitted) -> wpb.GenerateRequest:
     request = admitted.request
     sampling = wpb.SamplingParams(
         max_tokens=admitted.max_tokens,
@@ -162,18 +307,16 @@ def _worker_message(request_id: str, admitted: Admitted) -> wpb.GenerateRequest:
     )
     message = wpb.GenerateRequest(
         request_id=request_id,
-        model=request.model,
+        model=model,
         sampling=sampling,
         cache_salt=admitted.cache_salt,
         priority=admitted.priority,
     )
     if request.prompt is not None:
-        message.prompt = request.prompt
+        message.prompt = admitted.texts[0]
     else:
         message.chat.messages.extend(
-            wpb.ChatMessage(role=_ROLE_VALUES[m.role], content=m.content) for m in request.messages
+            wpb.ChatMessage(role=_ROLE_VALUES[m.role], content=text)
+            for m, text in zip(request.messages, admitted.texts, strict=True)
         )
     return message
-
-
-__all__ = ["Admitted", "Exchange", "GatewayError", "Pipeline"]

@@ -3,39 +3,66 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from gateway.auditing import AuditTrail
+from gateway.auth.interceptor import AuthInterceptor
+from gateway.auth.tls import server_credentials
+from gateway.auth.verifier import JwtVerifier
+from gateway.config import SettingsError
 from gateway.interceptors import build_interceptors
+from gateway.limits.factory import build_limiter
+from gateway.metrics_server import MetricsServer, start_metrics_server
 from gateway.pipeline import Pipeline
+from gateway.residency import EgressGuard
 from gateway.routing.registry import StaticRegistry
 from gateway.routing.router import Router
 from gateway.servicer import InferenceServicer
 from gateway.settings import GatewaySettings
+from gateway.telemetry import start_tracing
+from policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Per-component health: NOT_SERVING means degraded (the gateway as a whole may still serve).
+COMPONENTS = ("llmgateway.policy", "llmgateway.limits", "llmgateway.audit")
+HEALTH_REFRESH_S = 1.0
 
 
 @dataclass
 class GatewayHandle:
-    """A running gateway."""
+    """A running gateway and everything it started, stopped in reverse order."""
 
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     registry: StaticRegistry
     pipeline: Pipeline
+    verifier: JwtVerifier
     port: int
+    metrics: MetricsServer | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def component_health(self) -> dict[str, str]:
+        """Every component's health details (policy version and errors, limiter, audit)."""
+        details = {f"policy.{k}": v for k, v in self.pipeline.policy.health().items()}
+        details.update({f"limits.{k}": v for k, v in self.pipeline.limiter.health().items()})
+        details.update(self.pipeline.audit.health())
+        return details
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
@@ -43,16 +70,71 @@ class GatewayHandle:
         await self.server.stop(
             grace if grace is not None else self.pipeline.settings.server.shutdown_grace_s
         )
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.registry.close()
+        await self.pipeline.limiter.close()
+        await self.pipeline.audit.close()
+        await self.verifier.close()
+        self.pipeline.tracing.shutdown()
+        if self.metrics is not None:
+            self.metrics.stop()
+
+
+def check_egress(settings: GatewaySettings, guard: EgressGuard) -> None:
+    """Refuse to start when any address data would go to is outside the residency allowlist."""
+    checks: list[tuple[str, str, bool]] = [(t, "worker", False) for t in settings.routing.workers]
+    if settings.auth is not None:
+        checks += [
+            (url, "JWKS URL", url.startswith("https://")) for url in settings.auth.egress_urls()
+        ]
+    checks += [(url, "redis", url.startswith("rediss://")) for url in settings.limits.egress_urls()]
+    if settings.audit is not None:
+        checks.append((settings.audit.store_target, "audit endpoint", False))
+    for target, what, tls in checks:
+        guard.check(target, what=what, tls=tls)
+
+
+def check_production(settings: GatewaySettings) -> None:
+    """A production configuration never trusts the development key."""
+    if settings.auth is None:
+        raise SettingsError("auth: required; configure pinned keys, a JWKS file or a JWKS URL")
+    if settings.policy is None:
+        raise SettingsError("policy.directory: required; point it at the policy directory")
+    if (settings.production or settings.auth.production) and settings.auth.dev_key_file:
+        raise SettingsError(
+            "auth.dev_key_file: the development key is configured in a production "
+            "configuration; remove it and configure the identity provider's keys"
+        )
 
 
 async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
     """Start every component and the server; returns once the port accepts calls."""
+    check_production(settings)
+    assert settings.auth is not None and settings.policy is not None
+    guard = EgressGuard(settings.residency)
+    check_egress(settings, guard)
+    policy = PolicyStore(settings.policy.directory)
+    policy.load()
+    verifier = JwtVerifier.from_settings(settings.auth)
+    await verifier.start()
     registry = StaticRegistry(settings.routing)
     await registry.start()
-    pipeline = Pipeline(settings, Router(registry))
+    pipeline = Pipeline(
+        settings=settings,
+        router=Router(registry),
+        policy=policy,
+        limiter=build_limiter(settings.limits),
+        audit=await AuditTrail.open(settings.audit, settings.data_dir),
+        tracing=start_tracing(settings.telemetry, guard),
+    )
     server = grpc.aio.server(
-        interceptors=build_interceptors(),
+        interceptors=build_interceptors(
+            authentication=AuthInterceptor(verifier, mtls=settings.auth.mtls),
+            on_refused=pipeline.record_refused_call,
+        ),
         options=[
             ("grpc.max_receive_message_length", settings.server.max_request_bytes),
             ("grpc.so_reuseport", int(settings.server.processes > 1)),
@@ -64,15 +146,42 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.server.listen)
+    credentials = server_credentials(settings.auth)
+    if credentials is not None:
+        port = server.add_secure_port(settings.server.listen, credentials)
+    else:
+        port = server.add_insecure_port(settings.server.listen)
     if port == 0:
         await registry.close()
         raise OSError(f"cannot listen on {settings.server.listen} (server.listen)")
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gateway listening on port %d", port)
-    return GatewayHandle(server, health_servicer, registry, pipeline, port)
+    for name in ("", SERVICE_NAME, *COMPONENTS):
+        await health_servicer.set(name, SERVING)
+    handle = GatewayHandle(server, health_servicer, registry, pipeline, verifier, port)
+    if settings.policy.reload_interval_s > 0:
+        handle.tasks.append(
+            asyncio.create_task(policy.run_reloader(settings.policy.reload_interval_s))
+        )
+    handle.tasks.append(asyncio.create_task(_report_component_health(handle)))
+    if settings.metrics is not None and settings.metrics.listen:
+        handle.metrics = start_metrics_server(settings.metrics.listen)
+    log.info("gateway listening on port %d (policy %s)", port, policy.current().version[:12])
+    return handle
+
+
+async def _report_component_health(handle: GatewayHandle) -> None:
+    """Mirror each component's state into grpc.health.v1 (NOT_SERVING = degraded)."""
+    checks: dict[str, Callable[[], bool]] = {
+        "llmgateway.policy": lambda: handle.pipeline.policy.health().get("status") == "ok",
+        "llmgateway.limits": lambda: (
+            not any("degraded" in v for v in handle.pipeline.limiter.health().values())
+        ),
+        "llmgateway.audit": lambda: not handle.pipeline.audit.is_full,
+    }
+    while True:
+        for name, healthy in checks.items():
+            await handle.health.set(name, SERVING if healthy() else NOT_SERVING)
+        await asyncio.sleep(HEALTH_REFRESH_S)
 
 
 async def wait_for_shutdown_signal() -> None:

@@ -10,6 +10,7 @@ from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc as pb_grpc
 
 from gateway import convert
+from gateway.auth.principal import CURRENT_PRINCIPAL
 from gateway.interceptors import CURRENT_REQUEST_ID
 from gateway.pipeline import Pipeline
 
@@ -23,20 +24,20 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self._pipeline = pipeline
         self._limits = pipeline.settings.server
 
-    async def Generate(
-        self, request: pb.GenerateRequest, context: _Context
-    ) -> pb.GenerateResponse:
-        async with self._pipeline.exchange(CURRENT_REQUEST_ID.get(), context) as exchange:
-            exchange.admit(convert.generation_request(request, self._limits))
-            async for chunk in exchange.generate():
-                exchange.result.text_parts.append(chunk.text)
+    async def Generate(self, request: pb.GenerateRequest, context: _Context) -> pb.GenerateResponse:
+        request_id = CURRENT_REQUEST_ID.get()
+        async with self._pipeline.exchange(request_id, context, streaming=False) as exchange:
+            await exchange.admit(convert.generation_request(request, self._limits))
+            async for _ in exchange.generate():
+                pass
         return convert.generate_response(exchange.result)
 
     async def GenerateStream(
         self, request: pb.GenerateStreamRequest, context: _Context
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
-        async with self._pipeline.exchange(CURRENT_REQUEST_ID.get(), context) as exchange:
-            exchange.admit(convert.generation_request(request, self._limits))
+        request_id = CURRENT_REQUEST_ID.get()
+        async with self._pipeline.exchange(request_id, context, streaming=True) as exchange:
+            await exchange.admit(convert.generation_request(request, self._limits))
             async for chunk in exchange.generate():
                 yield convert.stream_chunk(exchange.result, chunk)
         yield convert.stream_end(exchange.result)
@@ -44,10 +45,14 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: _Context
     ) -> pb.ListModelsResponse:
-        models = self._pipeline.router.models().values()
+        principal = CURRENT_PRINCIPAL.get()
+        policy = self._pipeline.policy.current()
+        department = policy.department(principal.department) if principal else None
+        allowed = department.models if department else frozenset()
         return pb.ListModelsResponse(
             models=[
                 pb.ModelInfo(name=m.name, pools=m.pools, ready_workers=m.ready_workers)
-                for m in models
+                for m in self._pipeline.router.models().values()
+                if m.name in allowed
             ]
         )

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import yaml
 
-from gateway.config import SettingsError, optional_str, positive, section, str_list, typed
+from audit.settings import AuditSpoolSettings
+from gateway.auth.settings import AuthSettings
+from gateway.config import SettingsError, mapping, optional_str, positive, section, typed
+from gateway.limits.settings import LimitsSettings
+from gateway.logging_setup import LoggingSettings
+from gateway.metrics_server import MetricsSettings
+from gateway.residency import ResidencySettings
+from gateway.routing.settings import RoutingSettings
+from gateway.telemetry import TelemetrySettings
+from policy.settings import PolicySettings
 
 ENVIRONMENT = {
     "LLMGW_LISTEN": "server.listen",
@@ -69,50 +78,76 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class RoutingSettings:
-    """Where the workers are and how calls to them behave."""
-
-    workers: tuple[str, ...] = ()
-    connect_timeout_s: float = 2.0
-    info_refresh_s: float = 5.0
-
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "routing") -> RoutingSettings:
-        d = section(data, path, ("workers", "connect_timeout_s", "info_refresh_s"))
-        base = cls()
-        return cls(
-            workers=str_list(d, "workers", path),
-            connect_timeout_s=positive(
-                typed(d, "connect_timeout_s", path, float, base.connect_timeout_s),
-                f"{path}.connect_timeout_s",
-            ),
-            info_refresh_s=positive(
-                typed(d, "info_refresh_s", path, float, base.info_refresh_s),
-                f"{path}.info_refresh_s",
-            ),
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class GatewaySettings:
-    """Everything a gateway process is configured with."""
+    """Everything a gateway process is configured with.
+
+    `auth` and `policy` have no safe defaults: a gateway refuses to start without them. Without
+    `audit` the records stay in the local spool (nothing is shipped); `limits` without a Redis
+    URL is the in-process limiter of a single replica.
+    """
 
     server: ServerSettings = field(default_factory=ServerSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    auth: AuthSettings | None = None
+    policy: PolicySettings | None = None
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    audit: AuditSpoolSettings | None = None
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    residency: ResidencySettings = field(default_factory=ResidencySettings)
+    metrics: MetricsSettings | None = None
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
     data_dir: Path = Path(".data")
     production: bool = False
 
     @classmethod
     def from_mapping(cls, data: object, path: str = "") -> GatewaySettings:
-        d = section(data, path or "settings", ("server", "routing", "data_dir", "production"))
+        where = path or "settings"
+        d = section(data, where, _SECTIONS)
         prefix = f"{path}." if path else ""
-        data_dir = optional_str(d, "data_dir", path or "settings")
-        return cls(
-            server=ServerSettings.from_mapping(d.get("server"), f"{prefix}server"),
-            routing=RoutingSettings.from_mapping(d.get("routing"), f"{prefix}routing"),
-            data_dir=Path(data_dir) if data_dir else Path(".data"),
-            production=typed(d, "production", path or "settings", bool, False),
-        )
+        data_dir = optional_str(d, "data_dir", where)
+
+        def sub(key: str) -> Mapping[str, object]:
+            return mapping(d.get(key), f"{prefix}{key}")
+
+        try:
+            return cls(
+                server=ServerSettings.from_mapping(d.get("server"), f"{prefix}server"),
+                routing=RoutingSettings.from_mapping(d.get("routing"), f"{prefix}routing"),
+                auth=AuthSettings.from_mapping(sub("auth"), f"{prefix}auth")
+                if "auth" in d
+                else None,
+                policy=(
+                    PolicySettings.from_mapping(sub("policy"), f"{prefix}policy")
+                    if "policy" in d
+                    else None
+                ),
+                limits=LimitsSettings.from_mapping(sub("limits"), f"{prefix}limits"),
+                audit=(
+                    AuditSpoolSettings.from_mapping(sub("audit"), f"{prefix}audit")
+                    if "audit" in d
+                    else None
+                ),
+                telemetry=TelemetrySettings.from_mapping(sub("telemetry"), f"{prefix}telemetry"),
+                residency=ResidencySettings.from_mapping(sub("residency"), f"{prefix}residency"),
+                metrics=(
+                    MetricsSettings.from_mapping(sub("metrics"), f"{prefix}metrics")
+                    if "metrics" in d
+                    else None
+                ),
+                logging=LoggingSettings.from_mapping(sub("logging"), f"{prefix}logging"),
+                data_dir=Path(data_dir) if data_dir else Path(".data"),
+                production=typed(d, "production", where, bool, False),
+            )
+        except SettingsError:
+            raise
+        except ValueError as exc:  # sections that report with ValueError name their key too
+            raise SettingsError(str(exc)) from exc
+
+
+_SECTIONS = (
+    "server", "routing", "auth", "policy", "limits", "audit", "telemetry", "residency",
+    "metrics", "logging", "data_dir", "production",
+)  # fmt: skip
 
 
 def load_settings(

@@ -1,23 +1,82 @@
-"""Shared fixtures: real workers and gateways on 127.0.0.1:0, real channels."""
+"""Shared fixtures: real workers and gateways on 127.0.0.1:0, real channels, dev-key tokens."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from llmgateway.v1 import gateway_pb2_grpc
 
+from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
 from gateway.server import GatewayHandle, start_gateway
-from gateway.settings import GatewaySettings, RoutingSettings, ServerSettings
-from tests.helpers import StartGateway, StartWorker
+from gateway.settings import GatewaySettings
+from policy.settings import PolicySettings
 from workers.server import WorkerHandle, start_worker
 from workers.sim import SimConfig, SimEngine
 
+from tests.helpers import StartGateway, StartWorker
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_POLICY = ROOT / "tests" / "fixtures" / "policy"
+EXAMPLE_POLICY = ROOT / "policy" / "examples" / "health-region"
 # Fast latency model for tests: visible streaming, quick suites.
 FAST_SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=1, prefill_ms_per_token=0)
+
+
+def gateway_settings(data_dir: Path, policy_dir: Path = TEST_POLICY, **overrides: Any) -> GatewaySettings:
+    """Settings of a test gateway: dev-key auth, a policy directory, state under data_dir."""
+    base = GatewaySettings(
+        auth=dev_auth_settings(data_dir),
+        policy=PolicySettings(policy_dir, reload_interval_s=0.2),
+        data_dir=data_dir,
+    )
+    return replace(base, **overrides)
+
+
+def _with_token(details: Any, header: tuple[str, str]) -> Any:
+    metadata = list(details.metadata or ())
+    if not any(k == "authorization" for k, _ in metadata):
+        metadata.append(header)
+    return details._replace(metadata=tuple(metadata))
+
+
+class _UnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds `authorization` to unary calls that do not carry one."""
+
+    def __init__(self, header: tuple[str, str]) -> None:
+        self._header = header
+
+    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return await continuation(_with_token(details, self._header), request)
+
+
+class _StreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Adds `authorization` to server-streaming calls that do not carry one."""
+
+    def __init__(self, header: tuple[str, str]) -> None:
+        self._header = header
+
+    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return await continuation(_with_token(details, self._header), request)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def mint(data_dir: Path) -> Callable[..., str]:
+    """Mint a dev token trusted by the test gateways (default: subject tester in qa)."""
+
+    def mint_token(department: str = "qa", subject: str = "tester", **claims: Any) -> str:
+        return mint_dev_token(data_dir, department=department, subject=subject, **claims)
+
+    return mint_token
 
 
 @pytest.fixture
@@ -25,9 +84,7 @@ async def start_sim_worker() -> AsyncIterator[StartWorker]:
     """Start sim workers on 127.0.0.1:0; all are stopped at teardown."""
     started: list[WorkerHandle] = []
 
-    async def start(
-        config: SimConfig = FAST_SIM, pool: str = "onprem-gpu", **kw: object
-    ) -> WorkerHandle:
+    async def start(config: SimConfig = FAST_SIM, pool: str = "onprem-gpu") -> WorkerHandle:
         handle = await start_worker(
             SimEngine(config, record_requests=1000), pool=pool, worker_id=f"sim-{len(started)}"
         )
@@ -40,14 +97,15 @@ async def start_sim_worker() -> AsyncIterator[StartWorker]:
 
 
 @pytest.fixture
-async def start_test_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
-    """Start gateways on 127.0.0.1:0 routing to the given workers."""
+async def start_test_gateway(data_dir: Path) -> AsyncIterator[StartGateway]:
+    """Start gateways on 127.0.0.1:0 routing to the given workers (shared dev key and data dir
+    unless `settings` says otherwise)."""
     started: list[GatewayHandle] = []
 
-    async def start(
-        *workers: WorkerHandle, settings: GatewaySettings | None = None
-    ) -> GatewayHandle:
-        base = settings or GatewaySettings(data_dir=tmp_path / f"gw{len(started)}")
+    async def start(*workers: WorkerHandle, settings: GatewaySettings | None = None) -> GatewayHandle:
+        base = settings or gateway_settings(data_dir / f"gw{len(started)}")
+        if settings is None:  # every gateway of a test trusts the same dev key
+            base = replace(base, auth=dev_auth_settings(data_dir))
         configured = replace(
             base,
             server=replace(base.server, listen="127.0.0.1:0"),
@@ -73,9 +131,21 @@ async def gateway(start_test_gateway: StartGateway, sim_worker: WorkerHandle) ->
 
 
 @pytest.fixture
-async def stub(gateway: GatewayHandle) -> AsyncIterator[gateway_pb2_grpc.InferenceServiceAsyncStub]:
-    async with grpc.aio.insecure_channel(gateway.target) as channel:
+def channel_to(mint: Callable[..., str]) -> Callable[[GatewayHandle], grpc.aio.Channel]:
+    """A channel to a gateway whose calls carry the default test token unless they set one."""
+
+    def connect(gateway: GatewayHandle) -> grpc.aio.Channel:
+        header = ("authorization", f"Bearer {mint()}")
+        return grpc.aio.insecure_channel(
+            gateway.target, interceptors=[_UnaryToken(header), _StreamToken(header)]
+        )
+
+    return connect
+
+
+@pytest.fixture
+async def stub(
+    gateway: GatewayHandle, channel_to: Callable[[GatewayHandle], grpc.aio.Channel]
+) -> AsyncIterator[gateway_pb2_grpc.InferenceServiceAsyncStub]:
+    async with channel_to(gateway) as channel:
         yield gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[misc]
-
-
-__all__ = ["FAST_SIM", "RoutingSettings", "ServerSettings"]

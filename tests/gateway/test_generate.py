@@ -72,11 +72,11 @@ async def test_chat_input_and_stop_sequence(stub) -> None:  # type: ignore[no-un
 
 
 async def test_hundred_tokens_stream_as_generated(
-    start_sim_worker: StartWorker, start_test_gateway: StartGateway
+    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to
 ) -> None:
     worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=10))
     gateway = await start_test_gateway(worker)
-    async with grpc.aio.insecure_channel(gateway.target) as channel:
+    async with channel_to(gateway) as channel:
         from llmgateway.v1 import gateway_pb2_grpc
 
         stub = gateway_pb2_grpc.InferenceServiceStub(channel)
@@ -166,11 +166,11 @@ async def test_prompt_over_token_limit_is_invalid_argument(stub) -> None:  # typ
 
 
 async def test_deadline_exceeded_frees_the_worker_slot(
-    start_sim_worker: StartWorker, start_test_gateway: StartGateway
+    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to
 ) -> None:
     worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=50))
     gateway = await start_test_gateway(worker)
-    async with grpc.aio.insecure_channel(gateway.target) as channel:
+    async with channel_to(gateway) as channel:
         from llmgateway.v1 import gateway_pb2_grpc
 
         stub = gateway_pb2_grpc.InferenceServiceStub(channel)
@@ -181,11 +181,11 @@ async def test_deadline_exceeded_frees_the_worker_slot(
 
 
 async def test_client_cancel_stops_the_worker_within_100ms(
-    start_sim_worker: StartWorker, start_test_gateway: StartGateway
+    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to
 ) -> None:
     worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
     gateway = await start_test_gateway(worker)
-    async with grpc.aio.insecure_channel(gateway.target) as channel:
+    async with channel_to(gateway) as channel:
         from llmgateway.v1 import gateway_pb2_grpc
 
         stub = gateway_pb2_grpc.InferenceServiceStub(channel)
@@ -210,18 +210,17 @@ async def test_list_models(stub) -> None:  # type: ignore[no-untyped-def]
     assert all(m.ready_workers == 1 and list(m.pools) == ["onprem-gpu"] for m in response.models)
 
 
-async def test_no_ready_worker_is_unavailable(
-    start_test_gateway: StartGateway, start_sim_worker: StartWorker
+async def test_worker_gone_is_unavailable(
+    start_test_gateway: StartGateway, start_sim_worker: StartWorker, channel_to
 ) -> None:
     worker = await start_sim_worker()
     gateway = await start_test_gateway(worker)
-    for w in gateway.registry.workers:
-        w.ready = False
-    async with grpc.aio.insecure_channel(gateway.target) as channel:
+    await worker.stop(grace=0)
+    async with channel_to(gateway) as channel:
         from llmgateway.v1 import gateway_pb2_grpc
 
         stub = gateway_pb2_grpc.InferenceServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Generate(unary())
+            await stub.Generate(unary(), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "no healthy worker" in info.value.details()
+    assert "retry" in info.value.details()

@@ -39,11 +39,11 @@ async def test_health_serving_then_not_serving_on_shutdown(gateway: GatewayHandl
 
 
 async def test_shutdown_lets_in_flight_stream_finish(
-    start_sim_worker: StartWorker, start_test_gateway: StartGateway
+    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to
 ) -> None:
     worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=10))
     gateway = await start_test_gateway(worker)
-    async with grpc.aio.insecure_channel(gateway.target) as channel:
+    async with channel_to(gateway) as channel:
         stub = gateway_pb2_grpc.InferenceServiceStub(channel)
         call = stub.GenerateStream(
             pb.GenerateStreamRequest(

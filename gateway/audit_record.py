@@ -1,0 +1,95 @@
+"""Builds the audit record of one exchange from what the pipeline learned along the way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from audit.record import AuditRecord, Outcome, Timings
+from gateway.auditing import AuditKeys
+from gateway.auth.principal import Principal
+from gateway.domain import GenerationResult
+from gateway.errors import GatewayError
+from policy.decision import Decision
+from policy.model import AuditContent
+
+_DENIED_CODES = {
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def outcome_of(exc: BaseException | None, deadline_passed: bool) -> tuple[Outcome, str]:
+    """The audit outcome and gRPC status name for how an exchange ended."""
+    if exc is None:
+        return Outcome.OK, "OK"
+    if isinstance(exc, asyncio.CancelledError):
+        if deadline_passed:
+            return Outcome.DEADLINE, "DEADLINE_EXCEEDED"
+        return Outcome.CANCELLED, "CANCELLED"
+    if isinstance(exc, GatewayError):
+        code = exc.code
+        if code in _DENIED_CODES:
+            return Outcome.DENIED, code.name
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            from_limits = any(getattr(d, "reason", "").startswith("limits.") for d in exc.details)
+            return (Outcome.DENIED if from_limits else Outcome.SHED), code.name
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Outcome.DEADLINE, code.name
+        if code == grpc.StatusCode.CANCELLED:
+            return Outcome.CANCELLED, code.name
+        return Outcome.ERROR, code.name
+    return Outcome.ERROR, "INTERNAL"
+
+
+def build_record(
+    *,
+    keys: AuditKeys,
+    result: GenerationResult,
+    principal: Principal | None,
+    decision: Decision | None,
+    sent_texts: tuple[str, ...],
+    original_texts: tuple[str, ...],
+    outcome: Outcome,
+    status_code: str,
+    client_request_id: str,
+    classification: str | None,
+    purpose: str | None,
+    trace_id: str,
+    span_id: str,
+) -> AuditRecord:
+    """One record: pseudonymised subject, keyed hashes, text only when policy allows it."""
+    answer = "".join(result.text_parts)
+    full = decision is not None and decision.audit_content is AuditContent.FULL
+    return AuditRecord(
+        record_id=result.request_id,
+        time_ns=time.time_ns(),
+        subject_pseudonym=keys.pseudonymize(principal.subject) if principal else "",
+        department=principal.department if principal else "",
+        outcome=outcome,
+        status_code=status_code,
+        trace_id=trace_id,
+        span_id=span_id,
+        roles=tuple(sorted(principal.roles)) if principal else (),
+        purpose=(decision.purpose if decision else None) or purpose or "",
+        classification=(decision.classification if decision else None) or classification or "",
+        model=result.model,
+        worker=result.worker,
+        policy_version=decision.policy_version if decision else "",
+        rules_fired=decision.rules_fired if decision else (),
+        redactions=dict(decision.redactions) if decision else {},
+        prompt_hmac=keys.content("\x1e".join(original_texts)) if original_texts else "",
+        answer_hmac=keys.content(answer) if answer else "",
+        prompt_text="\x1e".join(sent_texts) if full else None,
+        answer_text=answer if full else None,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        timings=Timings(result.queue_ms, result.time_to_first_token_ms, result.total_ms),
+        retry_count=result.retries,
+        client_request_id=client_request_id,
+    )

@@ -1,0 +1,100 @@
+"""The gateway side of the audit trail: one record per request, spooled durably, then shipped.
+
+`AuditTrail.append` returns only once the record is on disk (the spool fsyncs with group commit),
+so every response the client sees has its record, even if the process is killed right after. The
+shipper delivers spooled records to the audit store in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from audit.pseudonym import Pseudonymizer, content_hmac, load_or_create_key
+from audit.record import AuditRecord
+from audit.settings import AuditSpoolSettings
+from audit.shipper import Shipper
+from audit.spool import AuditSpool
+
+log = logging.getLogger(__name__)
+
+
+class AuditSink(Protocol):
+    """Where the request path puts audit records."""
+
+    @property
+    def is_full(self) -> bool:
+        """True when the spool quota is reached: fail-closed departments must be refused."""
+        ...
+
+    async def append(self, record: AuditRecord) -> None:
+        """Store `record` durably; raises `audit.spool.SpoolFull` when the quota is reached."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditKeys:
+    """Keys for pseudonyms and content HMACs, kept apart from the store (0600 files)."""
+
+    pseudonymize: Pseudonymizer
+    content_key: bytes
+
+    @classmethod
+    def load(cls, keys_dir: Path) -> AuditKeys:
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(
+            Pseudonymizer(load_or_create_key(keys_dir / "pseudonym.key")),
+            load_or_create_key(keys_dir / "content.key"),
+        )
+
+    def content(self, text: str) -> str:
+        """The keyed hash of prompt or answer text."""
+        return content_hmac(self.content_key, text)
+
+
+class AuditTrail:
+    """The spool plus its shipper (none when no store is configured: records stay local)."""
+
+    def __init__(self, spool: AuditSpool, shipper: Shipper | None, keys: AuditKeys) -> None:
+        self.spool = spool
+        self.shipper = shipper
+        self.keys = keys
+
+    @classmethod
+    async def open(cls, settings: AuditSpoolSettings | None, data_dir: Path) -> AuditTrail:
+        keys = AuditKeys.load(data_dir / "audit-keys")
+        if settings is None:
+            path = data_dir / "audit-spool.db"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            spool = AuditSpool(path, quota_bytes=256 * 1024 * 1024, source=socket.gethostname())
+            log.warning("audit: no store configured; records stay in the local spool %s", path)
+            return cls(spool, None, keys)
+        Path(settings.spool_path).parent.mkdir(parents=True, exist_ok=True)
+        spool = AuditSpool(
+            settings.spool_path, quota_bytes=settings.quota_bytes, source=settings.source
+        )
+        shipper = Shipper(spool, settings.store_target, batch_size=settings.batch_size)
+        await shipper.start()
+        return cls(spool, shipper, keys)
+
+    @property
+    def is_full(self) -> bool:
+        return self.spool.is_full
+
+    async def append(self, record: AuditRecord) -> None:
+        await self.spool.append(record)
+
+    def health(self) -> dict[str, str]:
+        details = {"audit_spool": "full" if self.spool.is_full else "ok"}
+        if self.shipper is not None:
+            h = self.shipper.health()
+            details["audit_shipper"] = f"pending={h.pending} last_error={h.last_error or 'none'}"
+        return details
+
+    async def close(self, flush_timeout_s: float = 5.0) -> None:
+        if self.shipper is not None:
+            await self.shipper.close(flush_timeout_s)
+        await self.spool.close()
