@@ -1,4 +1,4 @@
-"""`llm-worker serve`: run one worker over the sim or TensorRT-LLM engine."""
+"""`llm-worker serve` runs one worker (sim or TensorRT-LLM); `llm-worker drain` drains one."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
+
+import grpc
+from llmgateway.worker.v1 import worker_pb2 as pb
+from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
 from workers.engine import Engine
+from workers.registration import DEFAULT_PREFIX, Advert, RedisRegistration, redis_client
 from workers.server import start_worker
 from workers.sim import SimConfig, SimEngine
 
@@ -43,10 +49,45 @@ def build_engine(args: argparse.Namespace) -> Engine:
 async def _serve(args: argparse.Namespace) -> None:
     from gateway.server import wait_for_shutdown_signal
 
+    if args.register_redis and not args.advertise:
+        raise ValueError("--register-redis needs --advertise HOST:PORT (how gateways reach it)")
     handle = await start_worker(build_engine(args), listen=args.listen, pool=args.pool)
     print(f"worker {handle.servicer.worker_id} listening on port {handle.port}", flush=True)
+    registration: RedisRegistration | None = None
+    if args.register_redis:
+        advert = Advert(
+            target=args.advertise,
+            worker_id=handle.servicer.worker_id,
+            models=tuple(handle.engine.models),
+            pool=args.pool,
+            max_slots=handle.engine.load().max_slots,
+        )
+        client = redis_client(args.register_redis, timeout_s=1.0)
+        registration = RedisRegistration(
+            client, advert, ttl_s=args.register_ttl, prefix=args.register_prefix
+        )
+        await registration.start()
     await wait_for_shutdown_signal()
+    if registration is not None:
+        await registration.stop()  # gateways stop picking it before the server goes away
     await handle.stop(grace=args.grace)
+
+
+async def _drain(args: argparse.Namespace) -> int:
+    """Ask the worker at `args.target` to drain (or resume); optionally wait until it is idle."""
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        stub = pb_grpc.WorkerServiceStub(channel)
+        answer = await stub.SetDraining(
+            pb.SetDrainingRequest(draining=not args.resume), timeout=args.timeout
+        )
+        load = answer.load
+        deadline = time.monotonic() + args.timeout
+        while args.wait and (load.active or load.queued) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            load = (await stub.GetLoad(pb.GetLoadRequest(), timeout=args.timeout)).load
+    state = "draining" if load.draining else "accepting generations"
+    print(f"worker {args.target}: {state}; {load.active} active, {load.queued} queued", flush=True)
+    return 1 if args.wait and (load.active or load.queued) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name", help="trtllm: model name clients use")
     serve.add_argument("--kv-cache-free-gpu-memory-fraction", type=float, default=0.9)
     serve.add_argument("--tensor-parallel-size", type=int, default=1)
+    serve.add_argument("--register-redis", metavar="URL", help="announce this worker in Redis")
+    serve.add_argument("--advertise", metavar="HOST:PORT", help="address gateways connect to")
+    serve.add_argument("--register-ttl", type=float, default=10.0, help="heartbeat TTL, seconds")
+    serve.add_argument("--register-prefix", default=DEFAULT_PREFIX, help="Redis key prefix")
+    drain = commands.add_parser("drain", help="stop a worker taking new generations")
+    drain.add_argument("--target", required=True, metavar="HOST:PORT")
+    drain.add_argument("--resume", action="store_true", help="accept generations again")
+    drain.add_argument("--wait", action="store_true", help="wait until in-flight ones finish")
+    drain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait at most")
     return parser
 
 
@@ -72,10 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "drain":
+            return asyncio.run(_drain(args))
         asyncio.run(_serve(args))
     except (ImportError, ValueError) as exc:  # a missing engine package or a bad option
         print(f"llm-worker: {exc}", file=sys.stderr)
         return 2
+    except grpc.aio.AioRpcError as exc:
+        print(
+            f"llm-worker: the worker did not answer ({exc.code().name}); check --target",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

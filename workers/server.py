@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -25,22 +26,51 @@ from workers.streaming import coalesce
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "llmgateway.worker.v1.WorkerService"
+# Trailing metadata on a refusal that says why, so the gateway stops picking this worker at once.
+STATE_KEY = "llmgw-worker-state"
 
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
     """Serves one engine; every engine failure maps to one status that the gateway understands."""
 
-    def __init__(self, engine: Engine, *, worker_id: str, pool: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        worker_id: str,
+        pool: str,
+        health_servicer: health.aio.HealthServicer | None = None,
+    ) -> None:
         self._engine = engine
         self.worker_id = worker_id
         self.pool = pool
         self.draining = False
+        self._health = health_servicer
+        self._changed = asyncio.Event()
+
+    async def set_draining(self, draining: bool) -> None:
+        """Stop (or resume) accepting generations; load watchers and health see it at once."""
+        if draining != self.draining:
+            log.info("worker %s %s", self.worker_id, "draining" if draining else "accepting again")
+        self.draining = draining
+        if self._health is not None:
+            status = (
+                health_pb2.HealthCheckResponse.NOT_SERVING
+                if draining
+                else health_pb2.HealthCheckResponse.SERVING
+            )
+            await self._health.set(SERVICE_NAME, status)
+        self._changed.set()
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.GenerateResponse]:
         if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "worker is draining; use another")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "worker is draining; use another",
+                trailing_metadata=((STATE_KEY, "draining"),),
+            )
         try:
             async for chunks in coalesce(self._engine.generate(convert.engine_request(request))):
                 yield convert.merge_chunks(chunks)
@@ -68,7 +98,18 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             if load != previous:
                 yield pb.WatchLoadResponse(load=load)
                 previous = load
-            await asyncio.sleep(interval)
+            # A drain is reported at once; load changes at most every interval.
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), interval)
+            if changed.is_set():
+                self._changed = asyncio.Event()
+
+    async def SetDraining(
+        self, request: pb.SetDrainingRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.SetDrainingResponse:
+        await self.set_draining(request.draining)
+        return pb.SetDrainingResponse(load=self._load())
 
     async def GetInfo(
         self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext[object, object]
@@ -112,9 +153,14 @@ async def start_worker(
     """Start the engine and a worker server bound to `listen`; returns once it accepts calls."""
     await engine.start()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    servicer = WorkerServicer(engine, worker_id=worker_id or uuid.uuid4().hex[:12], pool=pool)
-    pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
+    servicer = WorkerServicer(
+        engine,
+        worker_id=worker_id or uuid.uuid4().hex[:12],
+        pool=pool,
+        health_servicer=health_servicer,
+    )
+    pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
     if port == 0:

@@ -1,92 +1,174 @@
-"""The set of known workers and what each serves, kept fresh in the background."""
+"""The set of known workers: targets from discovery sources, each kept fresh by a monitor."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
-import grpc
-from llmgateway.worker.v1 import worker_pb2 as pb
-from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
-
-from gateway.settings import RoutingSettings
+from gateway.residency import ResidencyViolation
+from gateway.routing.ejection import OutlierEjector
+from gateway.routing.health import WorkerMonitor
+from gateway.routing.settings import RoutingSettings
+from gateway.routing.worker import WorkerState
 
 log = logging.getLogger(__name__)
 
-# Keepalive pings from gateway to workers must stay below the workers' permitted rate.
-CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 300_000),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-]
+Publish = Callable[[frozenset[str]], Awaitable[None]]
 
 
-@dataclass(eq=False)
-class WorkerState:
-    """One worker as the router sees it."""
+class Discovery(Protocol):
+    """A source of worker targets (`host:port`).
 
-    target: str
-    channel: grpc.aio.Channel
-    stub: pb_grpc.WorkerServiceAsyncStub
-    worker_id: str = ""
-    models: frozenset[str] = frozenset()
-    pool: str = ""
-    max_slots: int = 0
-    ready: bool = False
-    in_flight: int = 0
-    load: pb.Load = field(default_factory=pb.Load)
+    `run` publishes the complete set it knows every time it changes (or is re-read); a static
+    source publishes once and returns, a dynamic one loops until cancelled. A source that fails to
+    read keeps its last published set rather than dropping every worker on a transient error.
+    """
+
+    name: str
+
+    async def run(self, publish: Publish) -> None: ...
 
 
-class StaticRegistry:
-    """Workers from a static list of targets; each worker's info is refreshed periodically."""
+class EgressCheck(Protocol):
+    """The residency guard (`gateway.residency.EgressGuard` satisfies it)."""
 
-    def __init__(self, settings: RoutingSettings) -> None:
-        self._settings = settings
+    async def check_async(self, url_or_target: str, *, what: str, tls: bool) -> None: ...
+
+
+class StaticDiscovery:
+    """The `routing.workers` list."""
+
+    name = "static"
+
+    def __init__(self, targets: Sequence[str]) -> None:
+        self._targets = frozenset(targets)
+
+    async def run(self, publish: Publish) -> None:
+        await publish(self._targets)
+
+
+class WorkerRegistry:
+    """Every worker any source knows, each with a `WorkerMonitor`; a composite of sources.
+
+    A target listed by several sources is one worker; it leaves when no source lists it any
+    more. Targets found at run time pass `guard` (the residency allowlist) before anything is
+    sent to them; a refused target is logged and never contacted. A worker that leaves gets no new
+    generations; its channel closes once its in-flight ones have finished. `subscribe` registers a
+    callback run whenever a worker's readiness or load changes.
+    """
+
+    def __init__(
+        self,
+        settings: RoutingSettings,
+        sources: Sequence[Discovery],
+        *,
+        guard: EgressCheck | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ejector = OutlierEjector(settings)
+        self._sources = tuple(sources)
+        self._guard = guard
+        self._by_source: dict[str, frozenset[str]] = {}
+        self._monitors: dict[str, WorkerMonitor] = {}
+        self._refused: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribers: list[Callable[[], None]] = []
         self.workers: list[WorkerState] = []
-        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._subscribers.append(callback)
 
     async def start(self) -> None:
-        """Connect to every worker and learn what it serves (workers that are down join later)."""
-        for target in self._settings.workers:
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-            stub = pb_grpc.WorkerServiceStub(channel)
-            self.workers.append(WorkerState(target, channel, stub))
-        await asyncio.gather(*(self._refresh(w) for w in self.workers))
-        self._task = asyncio.create_task(self._refresh_loop())
+        """Run every source; returns once each has published (or `connect_timeout_s` passed)."""
+        published = [asyncio.Event() for _ in self._sources]
+        for source, event in zip(self._sources, published, strict=True):
+            self._tasks.append(
+                asyncio.create_task(self._run(source, event), name=f"discovery {source.name}")
+            )
+        if published:
+            waits = [asyncio.create_task(event.wait()) for event in published]
+            _, pending = await asyncio.wait(waits, timeout=self.settings.connect_timeout_s * 2)
+            for task in pending:
+                task.cancel()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await asyncio.gather(*(w.channel.close() for w in self.workers))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        async with self._lock:
+            monitors = list(self._monitors.values())
+            self._monitors.clear()
+            self.workers = []
+        await asyncio.gather(*(m.stop() for m in monitors))
+        await asyncio.gather(*(m.worker.channel.close() for m in monitors))
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.info_refresh_s)
-            await asyncio.gather(*(self._refresh(w) for w in self.workers))
+    def retire_if_idle(self, worker: WorkerState) -> None:
+        """Close a departed worker's channel after its last in-flight generation."""
+        if worker.retired and worker.in_flight == 0:
+            task = asyncio.get_running_loop().create_task(worker.channel.close())
+            self._tasks.append(task)
 
-    async def _refresh(self, worker: WorkerState) -> None:
+    def notify(self) -> None:
+        for callback in self._subscribers:
+            callback()
+
+    async def _run(self, source: Discovery, published: asyncio.Event) -> None:
+        async def publish(targets: frozenset[str]) -> None:
+            await self._reconcile(source.name, targets)
+            published.set()
+
         try:
-            info = await worker.stub.GetInfo(
-                pb.GetInfoRequest(), timeout=self._settings.connect_timeout_s
-            )
-            load = await worker.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self._settings.connect_timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            if worker.ready:
-                log.warning("worker %s unreachable: %s", worker.target, exc.code().name)
-            worker.ready = False
-            return
-        if not worker.ready:
-            log.info(
-                "worker %s ready: models %s, pool %s", worker.target, list(info.models), info.pool
-            )
-        worker.worker_id = info.worker_id
-        worker.models = frozenset(info.models)
-        worker.pool = info.pool
-        worker.max_slots = info.max_slots
-        worker.load = load.load
-        worker.ready = not load.load.draining
+            await source.run(publish)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a broken source must not take the gateway down; others keep working
+            log.exception("worker discovery %s stopped", source.name)
+        finally:
+            published.set()
+
+    async def _reconcile(self, source: str, targets: frozenset[str]) -> None:
+        async with self._lock:
+            self._by_source[source] = targets
+            wanted = frozenset().union(*self._by_source.values())
+            added = [t for t in sorted(wanted) if t not in self._monitors]
+            removed = [t for t in self._monitors if t not in wanted]
+            for target in removed:
+                monitor = self._monitors.pop(target)
+                await monitor.stop()
+                monitor.worker.retired = True
+                log.info("worker %s left (no discovery source lists it)", monitor.worker.name)
+                self.retire_if_idle(monitor.worker)
+            admitted = [t for t in added if await self._allowed(t)]
+            monitors = [
+                WorkerMonitor(WorkerState.connect(t), self.settings, self.ejector, self.notify)
+                for t in admitted
+            ]
+            await asyncio.gather(*(m.start() for m in monitors))
+            for monitor in monitors:
+                self._monitors[monitor.worker.target] = monitor
+            if added or removed:
+                self.workers = [m.worker for m in self._monitors.values()]
+                self.notify()
+
+    async def _allowed(self, target: str) -> bool:
+        if self._guard is None:
+            return True
+        try:
+            await self._guard.check_async(target, what="routing worker", tls=False)
+        except (ResidencyViolation, OSError, ValueError) as exc:  # the message names the rule
+            if target not in self._refused:
+                log.error("worker %s refused by the residency guard: %s", target, exc)
+                self._refused.add(target)
+            return False
+        self._refused.discard(target)
+        return True
+
+
+class StaticRegistry(WorkerRegistry):
+    """Only the static `routing.workers` list (what the walking skeleton built)."""
+
+    def __init__(self, settings: RoutingSettings, *, guard: EgressCheck | None = None) -> None:
+        super().__init__(settings, [StaticDiscovery(settings.workers)], guard=guard)

@@ -1,4 +1,4 @@
-"""Picks a worker for a generation and relays its stream, with deadline and cancellation."""
+"""Routes one generation: pick (or wait for) a worker, retry before the first token, relay."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import grpc
 from llmgateway.worker.v1 import worker_pb2 as pb
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
 
 from gateway.errors import (
     Cancelled,
@@ -18,7 +20,18 @@ from gateway.errors import (
     Unavailable,
     retry_info,
 )
-from gateway.routing.registry import StaticRegistry, WorkerState
+from gateway.routing.metrics import RETRIES
+from gateway.routing.picker import affinity_digest, eligible, pick
+from gateway.routing.registry import WorkerRegistry
+from gateway.routing.scheduler import Scheduler
+from gateway.routing.settings import RoutingSettings
+from gateway.routing.worker import WorkerState
+
+# Trailing metadata a worker sets when it refuses a generation because it is draining.
+WORKER_STATE_KEY = "llmgw-worker-state"
+_FAILURE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +47,9 @@ class ModelStatus:
 class WorkerCall:
     """One generation to forward: the worker message and how to route it.
 
-    `deadline` is on the `time.monotonic()` clock (None: the caller set no deadline).
+    `deadline` is on the `time.monotonic()` clock (None: the caller set no deadline). `priority`
+    orders the queue when workers are full (higher first); `department` and `affinity_key` choose
+    the preferred worker (the prompt's prefix stands in for a missing key).
     """
 
     message: pb.GenerateRequest
@@ -55,12 +70,40 @@ class RouteOutcome:
     queue_ms: float = 0.0
 
 
-class Router:
-    """Least-outstanding-requests routing over the registry's ready workers."""
+class _Retry(Exception):
+    """A failure before the first token that another worker may not have."""
 
-    def __init__(self, registry: StaticRegistry) -> None:
+    def __init__(self, error: GatewayError, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+
+
+class _PastDeadline(stop_base):
+    def __init__(self, deadline: float | None) -> None:
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+
+class Router:
+    """Chooses workers for generations and relays their streams.
+
+    A generation goes to a ready worker serving its model in a cleared pool, preferring the
+    worker its affinity key hashes to while that one has room (`picker.pick`); when every such
+    worker is full it waits in the priority queue (`Scheduler`). Failures before the first token
+    that another worker may not share (connection refused, draining, queue full) are retried on a
+    different worker, at most `max_attempts` tries in all and never past the deadline; after the
+    first token a failure ends the stream with UNAVAILABLE, so no token is ever sent twice.
+    Failed generations feed outlier ejection; worker status codes are mapped, never passed on.
+    """
+
+    def __init__(self, registry: WorkerRegistry, settings: RoutingSettings | None = None) -> None:
         self._registry = registry
-        self.last_worker: WorkerState | None = None
+        self._settings = settings or registry.settings
+        self.scheduler = Scheduler(self._settings)
+        registry.subscribe(self.scheduler.wake)
 
     def models(self) -> dict[str, ModelStatus]:
         """Every model any known worker serves (ready or not), with its ready-worker count."""
@@ -72,49 +115,166 @@ class Router:
                 ready[model] = ready.get(model, 0) + int(worker.ready)
         return {m: ModelStatus(m, tuple(sorted(p)), ready[m]) for m, p in sorted(pools.items())}
 
-    def pick(self, model: str, allowed_pools: tuple[str, ...] | None) -> WorkerState:
-        """The ready worker for `model` with the fewest requests in flight from this gateway."""
-        candidates = [
-            w
-            for w in self._registry.workers
-            if w.ready and model in w.models and (allowed_pools is None or w.pool in allowed_pools)
-        ]
+    def pick(
+        self,
+        model: str,
+        allowed_pools: tuple[str, ...] | None,
+        *,
+        key: bytes | None = None,
+        exclude: Sequence[WorkerState] = (),
+    ) -> WorkerState | None:
+        """The worker for the next generation of `model`, or None while all are full.
+
+        Raises Unavailable when no ready worker serves `model` in an allowed pool.
+        """
+        candidates = eligible(self._registry.workers, model, allowed_pools, exclude)
         if not candidates:
             raise Unavailable(
                 f"no healthy worker serves model {model!r} in a pool cleared for this request; "
                 "retry later or ask the operators",
                 details=[retry_info(1.0)],
             )
-        return min(candidates, key=lambda w: w.in_flight / max(1, w.max_slots))
+        return pick(candidates, key, self._settings.affinity_load_factor)
 
     async def generate(
         self, call: WorkerCall, outcome: RouteOutcome
     ) -> AsyncIterator[pb.GenerateResponse]:
-        """Pick a worker for `call` and relay its stream."""
-        worker = self.pick(call.message.model, call.allowed_pools)
-        outcome.worker_id = worker.worker_id
-        async for message in self.stream(call, worker):
-            yield message
+        """Route `call` and relay the chosen worker's stream (see the class docstring)."""
+        key = affinity_digest(
+            call.department, call.affinity_key, call.message, self._settings.affinity_prefix_chars
+        )
+        tried: list[WorkerState] = []
+        last: _Retry | None = None
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.max_attempts) | _PastDeadline(call.deadline),
+            retry=retry_if_exception_type(_Retry),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        worker = await self._acquire(call, key, tried, outcome)
+                    except Unavailable:
+                        if last is None:
+                            raise
+                        raise last.error from None  # no other worker left: the real cause
+                    tried.append(worker)
+                    outcome.worker_id = worker.name
+                    outcome.retries = len(tried) - 1
+                    try:
+                        rpc, messages, first = await self._open(call, worker)
+                    except _Retry as exc:
+                        last = exc
+                        raise
+        except _Retry as exc:
+            raise exc.error from None
+        try:
+            yield first
+            async for message in messages:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            self._failed(worker, exc)
+            raise _mid_stream_error(exc, worker) from None
+        else:
+            self._registry.ejector.success(worker)
+        finally:
+            rpc.cancel()  # Python does not cancel an outgoing call for us when ours is cancelled
+            self._release(worker)
 
-    async def stream(
+    async def _acquire(
+        self, call: WorkerCall, key: bytes, tried: list[WorkerState], outcome: RouteOutcome
+    ) -> WorkerState:
+        model, pools = call.message.model, call.allowed_pools
+
+        def select() -> WorkerState | None:
+            return self.pick(model, pools, key=key, exclude=tried)
+
+        started = time.monotonic()
+        try:
+            return await self.scheduler.acquire(
+                select, priority=call.priority, department=call.department, deadline=call.deadline
+            )
+        finally:
+            outcome.queue_ms += (time.monotonic() - started) * 1000
+
+    async def _open(
         self, call: WorkerCall, worker: WorkerState
-    ) -> AsyncIterator[pb.GenerateResponse]:
-        """Relay one generation from `worker`; the worker call is cancelled when we stop early."""
+    ) -> tuple[
+        grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateResponse],
+        AsyncIterator[pb.GenerateResponse],
+        pb.GenerateResponse,
+    ]:
+        """Start the worker call and wait for its first message (until then, retry is safe)."""
         timeout: float | None = None
         if call.deadline is not None:
             timeout = call.deadline - time.monotonic()
             if timeout <= 0:
+                self._release(worker)
                 raise DeadlineExceeded("the deadline passed before a worker could be called")
-        worker.in_flight += 1
         rpc = worker.stub.Generate(call.message, timeout=timeout, metadata=tuple(call.metadata))
+        messages = rpc.__aiter__()
         try:
-            async for message in rpc:
-                yield message
+            first = await messages.__anext__()
+        except StopAsyncIteration:
+            rpc.cancel()
+            self._release(worker)
+            raise Unavailable(
+                f"worker {worker.name} ended the generation without an answer; retry the request",
+                details=[retry_info(0.5)],
+            ) from None
         except grpc.aio.AioRpcError as exc:
-            raise map_worker_error(exc, worker) from None
-        finally:
-            worker.in_flight -= 1
-            rpc.cancel()  # Python does not cancel an outgoing call for us when ours is cancelled
+            self._release(worker)
+            raise self._before_first_token(exc, worker) from None
+        except BaseException:
+            rpc.cancel()
+            self._release(worker)
+            raise
+        return rpc, messages, first
+
+    def _before_first_token(self, exc: grpc.aio.AioRpcError, worker: WorkerState) -> Exception:
+        """A failure before any token: a `_Retry` when another worker may succeed."""
+        code = exc.code()
+        error = map_worker_error(exc, worker)
+        if _is_draining(exc):
+            worker.draining = True  # stop picking it now, before its next load report says so
+            self._registry.notify()
+            reason = "draining"
+        elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            reason = "queue_full"
+        elif code in _FAILURE_CODES or code == grpc.StatusCode.NOT_FOUND:
+            self._failed(worker, exc)
+            reason = code.name.lower()
+        else:
+            return error
+        RETRIES.labels(reason=reason).inc()
+        return _Retry(error, reason)
+
+    def _failed(self, worker: WorkerState, exc: grpc.aio.AioRpcError) -> None:
+        if exc.code() in _FAILURE_CODES and not _is_draining(exc):
+            self._registry.ejector.failure(worker)
+            self._registry.notify()
+
+    def _release(self, worker: WorkerState) -> None:
+        worker.finished()
+        self._registry.retire_if_idle(worker)
+        self.scheduler.wake()
+
+
+def _is_draining(exc: grpc.aio.AioRpcError) -> bool:
+    metadata = exc.trailing_metadata() or ()
+    return any(k == WORKER_STATE_KEY and v == "draining" for k, v in metadata)
+
+
+def _mid_stream_error(exc: grpc.aio.AioRpcError, worker: WorkerState) -> GatewayError:
+    code = exc.code()
+    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return map_worker_error(exc, worker)
+    return Unavailable(
+        f"worker {worker.name} failed after the answer had started ({code.name}); the answer is "
+        "incomplete and was not retried, to avoid repeating text: send the request again",
+        details=[retry_info(0.5)],
+    )
 
 
 def map_worker_error(exc: grpc.aio.AioRpcError, worker: WorkerState) -> GatewayError:
@@ -132,6 +292,6 @@ def map_worker_error(exc: grpc.aio.AioRpcError, worker: WorkerState) -> GatewayE
             details=[retry_info(1.0)],
         )
     return Unavailable(
-        f"worker {worker.worker_id or worker.target} failed ({code.name}); retry the request",
+        f"worker {worker.name} failed ({code.name}); retry the request",
         details=[retry_info(0.5)],
     )

@@ -55,6 +55,11 @@ class WorkerServiceStub:
                 request_serializer=llmgateway_dot_worker_dot_v1_dot_worker__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=llmgateway_dot_worker_dot_v1_dot_worker__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.SetDraining = channel.unary_unary(
+                '/llmgateway.worker.v1.WorkerService/SetDraining',
+                request_serializer=llmgateway_dot_worker_dot_v1_dot_worker__pb2.SetDrainingRequest.SerializeToString,
+                response_deserializer=llmgateway_dot_worker_dot_v1_dot_worker__pb2.SetDrainingResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -90,6 +95,14 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDraining(self, request, context):
+        """SetDraining starts (or ends) draining: a draining worker refuses new generations with
+        UNAVAILABLE, reports draining in its load and health, and lets in-flight generations finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +125,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=llmgateway_dot_worker_dot_v1_dot_worker__pb2.GetInfoRequest.FromString,
                     response_serializer=llmgateway_dot_worker_dot_v1_dot_worker__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'SetDraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDraining,
+                    request_deserializer=llmgateway_dot_worker_dot_v1_dot_worker__pb2.SetDrainingRequest.FromString,
+                    response_serializer=llmgateway_dot_worker_dot_v1_dot_worker__pb2.SetDrainingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class WorkerService:
             '/llmgateway.worker.v1.WorkerService/GetInfo',
             llmgateway_dot_worker_dot_v1_dot_worker__pb2.GetInfoRequest.SerializeToString,
             llmgateway_dot_worker_dot_v1_dot_worker__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmgateway.worker.v1.WorkerService/SetDraining',
+            llmgateway_dot_worker_dot_v1_dot_worker__pb2.SetDrainingRequest.SerializeToString,
+            llmgateway_dot_worker_dot_v1_dot_worker__pb2.SetDrainingResponse.FromString,
             options,
             channel_credentials,
             insecure,

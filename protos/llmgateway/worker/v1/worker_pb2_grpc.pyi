@@ -45,6 +45,10 @@ class WorkerServiceStub:
     """WatchLoad streams a load report whenever the load changes, at most every interval_ms."""
     GetInfo: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetInfoRequest, _worker_pb2.GetInfoResponse]
     """GetInfo describes the worker: its models, pool and capacity."""
+    SetDraining: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SetDrainingRequest, _worker_pb2.SetDrainingResponse]
+    """SetDraining starts (or ends) draining: a draining worker refuses new generations with
+    UNAVAILABLE, reports draining in its load and health, and lets in-flight generations finish.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -61,6 +65,10 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """WatchLoad streams a load report whenever the load changes, at most every interval_ms."""
     GetInfo: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetInfoRequest, _worker_pb2.GetInfoResponse]  # type: ignore[assignment]
     """GetInfo describes the worker: its models, pool and capacity."""
+    SetDraining: _aio.UnaryUnaryMultiCallable[_worker_pb2.SetDrainingRequest, _worker_pb2.SetDrainingResponse]  # type: ignore[assignment]
+    """SetDraining starts (or ends) draining: a draining worker refuses new generations with
+    UNAVAILABLE, reports draining in its load and health, and lets in-flight generations finish.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkerService runs generations on one engine (TensorRT-LLM on a GPU, or the simulator)."""
@@ -98,5 +106,15 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.GetInfoResponse, _abc.Awaitable[_worker_pb2.GetInfoResponse]]:
         """GetInfo describes the worker: its models, pool and capacity."""
+
+    @_abc_1.abstractmethod
+    def SetDraining(
+        self,
+        request: _worker_pb2.SetDrainingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.SetDrainingResponse, _abc.Awaitable[_worker_pb2.SetDrainingResponse]]:
+        """SetDraining starts (or ends) draining: a draining worker refuses new generations with
+        UNAVAILABLE, reports draining in its load and health, and lets in-flight generations finish.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,111 @@
+"""One worker as the router sees it: its channel, what it serves, its health and its load."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from llmgateway.worker.v1 import worker_pb2 as pb
+from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
+
+# Keepalive pings from gateway to workers must stay below the workers' permitted rate.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+@dataclass(eq=False)
+class WorkerState:
+    """One worker: connection, identity, health flags, ejection state and load.
+
+    `ready` is what picking looks at: the worker answered GetInfo, its health check says
+    SERVING, it is not draining and not ejected. Load is the worker's own report plus what this
+    gateway has sent since that report (`unreported`), so two picks in the same millisecond do not
+    both see the same free slot.
+    """
+
+    target: str
+    channel: grpc.aio.Channel
+    stub: pb_grpc.WorkerServiceAsyncStub
+    health_stub: health_pb2_grpc.HealthAsyncStub
+    worker_id: str = ""
+    models: frozenset[str] = frozenset()
+    pool: str = ""
+    max_slots: int = 0
+    info_known: bool = False
+    serving: bool = False
+    draining: bool = False
+    in_flight: int = 0
+    unreported: int = 0
+    load: pb.Load = field(default_factory=pb.Load)
+    consecutive_failures: int = 0
+    ejections: int = 0
+    ejected_until: float | None = None
+    last_ejected: float = 0.0
+    retired: bool = False
+    # Bytes that identify the worker in rendezvous hashing: the target is the same in every
+    # gateway replica, so all replicas prefer the same worker for one key.
+    hash_id: bytes = b""
+
+    @classmethod
+    def connect(cls, target: str) -> WorkerState:
+        """A worker state with a (lazily connecting) channel to `target`."""
+        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return cls(
+            target=target,
+            channel=channel,
+            stub=pb_grpc.WorkerServiceStub(channel),
+            health_stub=health_pb2_grpc.HealthStub(channel),
+            hash_id=target.encode(),
+        )
+
+    @property
+    def name(self) -> str:
+        """How logs and error messages name the worker."""
+        return self.worker_id or self.target
+
+    @property
+    def ejected(self) -> bool:
+        return self.ejected_until is not None
+
+    @property
+    def ready(self) -> bool:
+        return self.info_known and self.serving and not self.draining and not self.ejected
+
+    @property
+    def capacity(self) -> int:
+        """Batch slots: the load report's, else GetInfo's, and at least one."""
+        return max(1, self.load.max_slots or self.max_slots)
+
+    def free_slots(self) -> int:
+        """Slots free for a new generation from this gateway, by the freshest knowledge."""
+        reported = int(self.load.free_slots) - self.unreported
+        own = self.capacity - self.in_flight
+        return max(0, min(reported, own))
+
+    def utilization(self) -> float:
+        """Busy and queued work over capacity; lower is less loaded."""
+        busy = self.capacity - self.free_slots() + int(self.load.queued)
+        return busy / self.capacity
+
+    def report(self, load: pb.Load) -> None:
+        """A fresh load report from the worker: it already counts what we sent before it."""
+        self.load = load
+        self.unreported = 0
+        self.draining = load.draining
+
+    def dispatched(self) -> None:
+        self.in_flight += 1
+        self.unreported += 1
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        self.unreported = max(0, self.unreported - 1)
+
+    def ejection_over(self, now: float | None = None) -> bool:
+        """True once an ejected worker's backoff has passed (it still needs a probe)."""
+        until = self.ejected_until
+        return until is not None and (now if now is not None else time.monotonic()) >= until
