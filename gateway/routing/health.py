@@ -47,8 +47,15 @@ class WorkerMonitor:
         self._connected = asyncio.Event()
 
     async def start(self) -> None:
-        """Learn the worker's info and health once, then keep them fresh in the background."""
+        """Learn the worker's info, load and health once, then keep them fresh in the background."""
         await self._refresh_info()
+        if self.worker.info_known:
+            # Without a first report the worker would look full until WatchLoad delivers one.
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                answer = await self.worker.stub.GetLoad(
+                    pb.GetLoadRequest(), timeout=self._settings.connect_timeout_s
+                )
+                self.worker.report(answer.load)
         await self._check_health()
         self._tasks = [
             asyncio.create_task(self._health_loop(), name=f"health {self.worker.target}"),

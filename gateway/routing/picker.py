@@ -10,6 +10,10 @@ from llmgateway.worker.v1 import worker_pb2 as pb
 
 from gateway.routing.worker import WorkerState
 
+# Up to this share of its slots a worker keeps the sessions hashed to it whatever the others' load:
+# while every worker has room, reusing a KV cache is worth more than an even spread.
+_KEEP_BELOW = 0.5
+
 
 def eligible(
     workers: Iterable[WorkerState],
@@ -82,7 +86,7 @@ def pick(
         for worker in free:
             busy = worker.capacity - worker.free_slots() + 1
             bound = math.ceil(load_factor * busy_total * worker.capacity / capacity_total)
-            if busy <= bound:
+            if busy <= bound or busy <= worker.capacity * _KEEP_BELOW:
                 score = rendezvous_score(key, worker)
                 if score > best_score:
                     best, best_score = worker, score

@@ -105,6 +105,10 @@ class Router:
         self.scheduler = Scheduler(self._settings)
         registry.subscribe(self.scheduler.wake)
 
+    @property
+    def registry(self) -> WorkerRegistry:
+        return self._registry
+
     def models(self) -> dict[str, ModelStatus]:
         """Every model any known worker serves (ready or not), with its ready-worker count."""
         pools: dict[str, set[str]] = {}
