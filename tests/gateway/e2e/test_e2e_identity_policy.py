@@ -83,11 +83,21 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     raise AssertionError("the refusal carries no google.rpc.ErrorInfo")
 
 
+# Fields that are hex digests, ids or times: a CPR fragment such as "4285" can turn up in them by
+# chance, so only whole numbers and the date part are looked for there.
+_OPAQUE = {"record_id", "time_ns", "subject_pseudonym", "trace_id", "span_id", "policy_version",
+           "prompt_hmac", "answer_hmac"}  # fmt: skip
+
+
 def assert_no_content(record: AuditRecord, *texts: str) -> None:
-    """No field of the record (text, hashes, rules, ids) contains any of `texts`."""
-    dumped = json.dumps(record.to_dict())
+    """No field of the record contains any of `texts` or any part of the CPR number."""
+    fields = record.to_dict()
+    readable = json.dumps({k: v for k, v in fields.items() if k not in _OPAQUE})
     for text in (*texts, *CPR_DIGITS, CPR_COMPACT):
-        assert text not in dumped
+        assert text not in readable
+    everything = json.dumps(fields)
+    for text in (*texts, CPR, CPR_COMPACT, CPR_DIGITS[0]):
+        assert text not in everything
 
 
 async def pending_ids(gateway: GatewayHandle) -> set[str]:
