@@ -25,10 +25,10 @@ def eligible(
     return [
         w
         for w in workers
-        if w.ready
-        and model in w.models
+        if model in w.models
+        and w.ready
         and (allowed_pools is None or w.pool in allowed_pools)
-        and w not in exclude
+        and (not exclude or w not in exclude)
     ]
 
 
@@ -58,10 +58,23 @@ def affinity_digest(
     return hashlib.blake2b(material, digest_size=16).digest()
 
 
+_MASK = (1 << 64) - 1
+
+
 def rendezvous_score(key: bytes, worker: WorkerState) -> int:
-    """Highest-random-weight score: stable per (key, worker), the same in every replica."""
-    digest = hashlib.blake2b(worker.hash_id, digest_size=8, key=key).digest()
-    return int.from_bytes(digest, "big")
+    """Highest-random-weight score: stable per (key, worker), the same in every replica.
+
+    The key is hashed once per request (blake2b); per worker only a splitmix64 finalizer mixes it
+    with the worker's precomputed 64-bit id, which keeps a pick over 200 workers cheap.
+    """
+    return _mix(int.from_bytes(key[:8], "big") ^ worker.hash_int)
+
+
+def _mix(x: int) -> int:
+    x = (x * 0x9E3779B97F4A7C15) & _MASK
+    x ^= x >> 29
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK
+    return x ^ (x >> 32)
 
 
 def pick(
@@ -71,25 +84,30 @@ def pick(
 
     With a key: the candidate with the highest rendezvous score among those with a free slot whose
     load after this request stays within `load_factor` times the average (consistent hashing with
-    bounded loads), so a session sticks to its worker until that worker is saturated or clearly
-    busier than the rest. Without a key, or when no candidate is within the bound: the least
-    utilized candidate with a free slot.
+    bounded loads) or under half its slots, so a session sticks to its worker until that worker is
+    saturated or clearly busier than the rest. Without a key, or when no candidate is within the
+    bound: the least utilized candidate with a free slot.
     """
-    free = [w for w in candidates if w.free_slots() > 0]
+    # WorkerState.free_slots and .capacity inlined: this runs for every worker on every request.
+    loads = []
+    for w in candidates:
+        cap = w.reported_slots or w.max_slots or 1
+        loads.append((w, min(w.reported_free - w.unreported, cap - w.in_flight), cap))
+    free = [entry for entry in loads if entry[1] > 0]
     if not free:
         return None
     if key is not None:
-        busy_total = 1 + sum(w.capacity - w.free_slots() for w in candidates)
-        capacity_total = sum(w.capacity for w in candidates)
+        busy_total = 1 + sum(cap - slots for _, slots, cap in loads)
+        share = load_factor * busy_total / sum(cap for _, _, cap in loads)
+        key_int = int.from_bytes(key[:8], "big")
         best: WorkerState | None = None
         best_score = -1
-        for worker in free:
-            busy = worker.capacity - worker.free_slots() + 1
-            bound = math.ceil(load_factor * busy_total * worker.capacity / capacity_total)
-            if busy <= bound or busy <= worker.capacity * _KEEP_BELOW:
-                score = rendezvous_score(key, worker)
+        for worker, slots, cap in free:
+            busy = cap - slots + 1
+            if busy <= math.ceil(share * cap) or busy <= cap * _KEEP_BELOW:
+                score = _mix(key_int ^ worker.hash_int)
                 if score > best_score:
                     best, best_score = worker, score
         if best is not None:
             return best
-    return min(free, key=WorkerState.utilization)
+    return min(free, key=lambda e: (e[2] - e[1] + e[0].reported_queued) / e[2])[0]

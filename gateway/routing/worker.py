@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -41,6 +42,9 @@ class WorkerState:
     in_flight: int = 0
     unreported: int = 0
     load: pb.Load = field(default_factory=pb.Load)
+    reported_free: int = 0
+    reported_slots: int = 0
+    reported_queued: int = 0
     consecutive_failures: int = 0
     ejections: int = 0
     ejected_until: float | None = None
@@ -48,7 +52,7 @@ class WorkerState:
     retired: bool = False
     # Bytes that identify the worker in rendezvous hashing: the target is the same in every
     # gateway replica, so all replicas prefer the same worker for one key.
-    hash_id: bytes = b""
+    hash_int: int = 0
 
     @classmethod
     def connect(cls, target: str) -> WorkerState:
@@ -59,7 +63,7 @@ class WorkerState:
             channel=channel,
             stub=pb_grpc.WorkerServiceStub(channel),
             health_stub=health_pb2_grpc.HealthStub(channel),
-            hash_id=target.encode(),
+            hash_int=int.from_bytes(hashlib.blake2b(target.encode(), digest_size=8).digest()),
         )
 
     @property
@@ -78,22 +82,27 @@ class WorkerState:
     @property
     def capacity(self) -> int:
         """Batch slots: the load report's, else GetInfo's, and at least one."""
-        return max(1, self.load.max_slots or self.max_slots)
+        return max(1, self.reported_slots or self.max_slots)
 
     def free_slots(self) -> int:
         """Slots free for a new generation from this gateway, by the freshest knowledge."""
-        reported = int(self.load.free_slots) - self.unreported
+        reported = self.reported_free - self.unreported
         own = self.capacity - self.in_flight
         return max(0, min(reported, own))
 
     def utilization(self) -> float:
         """Busy and queued work over capacity; lower is less loaded."""
-        busy = self.capacity - self.free_slots() + int(self.load.queued)
-        return busy / self.capacity
+        capacity = self.capacity
+        return (capacity - self.free_slots() + self.reported_queued) / capacity
 
     def report(self, load: pb.Load) -> None:
         """A fresh load report from the worker: it already counts what we sent before it."""
         self.load = load
+        # Plain ints: picking reads them for every worker on every request, protobuf fields
+        # cost several times more to read.
+        self.reported_free = load.free_slots
+        self.reported_slots = load.max_slots
+        self.reported_queued = load.queued
         self.unreported = 0
         self.draining = load.draining
 

@@ -56,7 +56,7 @@ async def test_worker_killed_before_first_token_is_retried_transparently(
     gateway = await start_test_gateway(doomed, healthy)
     key = key_preferring(gateway, doomed)
     async with channel_to(gateway) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
         unary = gpb.GenerateRequest.FromString(request(key).SerializeToString())
 
         async def ask() -> gpb.GenerateResponse:
@@ -80,7 +80,7 @@ async def test_worker_killed_mid_stream_ends_with_unavailable_without_duplicates
     key = key_preferring(gateway, doomed)
     received: list[str] = []
     async with channel_to(gateway) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             async for message in stub.GenerateStream(request(key, max_tokens=60), timeout=5):
                 received.append(message.text)

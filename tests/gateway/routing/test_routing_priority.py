@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2
 
 from gateway.errors import ResourceExhausted
 from gateway.routing.router import RouteOutcome, Router, WorkerCall
-from tests.gateway.routing.conftest import StartRouter, call, run
+from tests.gateway.routing.routing_helpers import StartRouter, call, run
 from tests.helpers import StartWorker, wait_until
 from workers.sim import SimConfig
 
@@ -29,7 +29,8 @@ async def occupy(router: Router, max_tokens: int) -> asyncio.Task[tuple[str, Rou
 def retry_delay(error: ResourceExhausted) -> float:
     infos = [d for d in error.details if isinstance(d, error_details_pb2.RetryInfo)]
     assert len(infos) == 1
-    return infos[0].retry_delay.ToNanoseconds() / 1e9
+    nanoseconds: int = infos[0].retry_delay.ToNanoseconds()
+    return nanoseconds / 1e9
 
 
 async def test_emergency_overtakes_queued_administrative_requests(

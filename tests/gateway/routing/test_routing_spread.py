@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.routing.router import RouteOutcome
-from tests.gateway.routing.conftest import StartRouter, call, run
+from tests.gateway.routing.routing_helpers import StartRouter, call, run
 from tests.helpers import StartWorker, wait_until
 from workers.sim import SimConfig
 
