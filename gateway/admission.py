@@ -6,6 +6,7 @@ Both return decisions as data; this module is the edge that turns a refusal into
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from gateway.auth.principal import Principal
@@ -26,6 +27,8 @@ from policy.engine import evaluate
 from policy.policyset import PolicySet
 
 QUOTA_METADATA_PREFIX = "llmgw-quota-remaining-"
+# Releases of admissions whose caller went away, kept referenced until they finish.
+_RELEASES: set[asyncio.Future[None]] = set()
 
 
 @dataclass(slots=True)
@@ -112,8 +115,20 @@ def limits_refusal(decision: AdmissionDecision, department: str) -> GatewayError
 async def admit_limits(
     limiter: RateLimiter, request_id: str, principal: Principal, decision: Decision, tokens: int
 ) -> tuple[Lease, tuple[tuple[str, str], ...]]:
-    """Reserve the request's tokens and slot; the lease and the remaining-quota metadata."""
-    result = await limiter.admit(admission(request_id, principal, decision, tokens))
+    """Reserve the request's tokens and slot; the lease and the remaining-quota metadata.
+
+    If the caller goes away while the admission is in flight, the admission still completes
+    (it is bounded by the limiter's decision timeout) and whatever it reserved is released at
+    once, so that a cancelled call never holds a slot or tokens.
+    """
+    task = asyncio.ensure_future(limiter.admit(admission(request_id, principal, decision, tokens)))
+    try:
+        result = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        release = asyncio.ensure_future(_release_when_admitted(limiter, task))
+        _RELEASES.add(release)
+        release.add_done_callback(_RELEASES.discard)
+        raise
     if not result.allowed or result.lease is None:
         raise limits_refusal(result, decision.department)
     metadata = tuple(
@@ -121,3 +136,11 @@ async def admit_limits(
         for name, value in sorted(result.remaining.items())
     )
     return result.lease, metadata
+
+
+async def _release_when_admitted(
+    limiter: RateLimiter, admitting: asyncio.Future[AdmissionDecision]
+) -> None:
+    result = await admitting
+    if result.allowed and result.lease is not None:
+        await limiter.complete(result.lease, 0)

@@ -24,6 +24,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, os.environ)
         configure_logging(settings.logging)
+        if settings.server.processes > 1:
+            from gateway.multiprocess import run_processes
+
+            return run_processes(settings)
         asyncio.run(serve(settings))
     except SettingsError as exc:
         print(f"llm-gateway: invalid settings: {exc}", file=sys.stderr)

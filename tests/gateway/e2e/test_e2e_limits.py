@@ -545,11 +545,6 @@ return 1
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a call cancelled while limiter.admit awaits Redis never completes the lease "
-    "the admission script still creates (gateway/admission.py admit_limits)",
-)
 async def test_deadline_during_admission_leaves_no_lease(
     start_sim_worker: StartWorker,
     start_replicas: StartReplicas,
