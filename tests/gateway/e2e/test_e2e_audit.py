@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -287,7 +288,7 @@ async def test_every_outcome_has_exactly_one_record_and_the_ledger_verifies(
         )
         with pytest.raises(grpc.aio.AioRpcError) as info:
             async for message in cut:
-                if message.token_count:
+                if message.token_count == 1:  # once, at the first token
                     await worker.stop(grace=0)  # the worker dies mid-stream
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
@@ -551,31 +552,37 @@ async def test_start_refuses_an_egress_address_outside_the_allowlist(
     assert not (data_dir / "audit-spool.db").exists()  # refused before anything was opened
 
 
-def test_serve_cli_exits_2_naming_the_refused_address(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("worker", "store_target", "refused"),
+    [
+        ("10.1.2.3:50061", "127.0.0.1:4317", "worker 10.1.2.3:50061 refused"),
+        ("127.0.0.1:50061", "10.1.2.3:4317", "audit endpoint 10.1.2.3:4317 refused"),
+    ],
+)
+def test_serve_cli_exits_2_naming_the_refused_address(
+    tmp_path: Path, data_dir: Path, worker: str, store_target: str, refused: str
+) -> None:
     auth = gateway_settings(data_dir).auth
     assert auth is not None and auth.dev_key_file is not None
     config = tmp_path / "gateway.yaml"
-    config.write_text(
-        json.dumps(  # JSON is YAML
-            {
-                "server": {"listen": "127.0.0.1:0"},
-                "routing": {"workers": ["127.0.0.1:1"]},
-                "auth": {
-                    "issuer": DEV_ISSUER,
-                    "audience": DEV_AUDIENCE,
-                    "algorithms": ["EdDSA"],
-                    "dev_key_file": auth.dev_key_file,
-                },
-                "policy": {"directory": str(TEST_POLICY)},
-                "audit": {
-                    "spool_path": str(data_dir / "audit-spool.db"),
-                    "source": SOURCE,
-                    "store_target": "10.1.2.3:4317",
-                },
-                "data_dir": str(data_dir),
-            }
-        )
-    )
+    settings = {
+        "server": {"listen": "127.0.0.1:0"},
+        "routing": {"workers": [worker]},
+        "auth": {
+            "issuer": DEV_ISSUER,
+            "audience": DEV_AUDIENCE,
+            "algorithms": ["EdDSA"],
+            "dev_key_file": auth.dev_key_file,
+        },
+        "policy": {"directory": str(TEST_POLICY)},
+        "audit": {
+            "spool_path": str(data_dir / "audit-spool.db"),
+            "source": SOURCE,
+            "store_target": store_target,
+        },
+        "data_dir": str(data_dir),
+    }
+    config.write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMGW_")}
     done = subprocess.run(
         [str(LLM_GATEWAY), "serve", "--config", str(config)],
@@ -585,5 +592,5 @@ def test_serve_cli_exits_2_naming_the_refused_address(tmp_path: Path, data_dir: 
         env=env,
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "refusing to start: audit endpoint 10.1.2.3:4317 refused" in done.stderr
+    assert f"llm-gateway: refusing to start: {refused}" in done.stderr
     assert not (data_dir / "audit-spool.db").exists()
