@@ -137,6 +137,8 @@ class Exchange:
             result.finish_reason = FinishReason.CANCELLED
         # Accounting and audit must finish even when the caller has gone away.
         await asyncio.shield(self._account_and_audit(outcome, status))
+        # Set here, in the handler's own context: the shielded task runs in a copy of it.
+        AUDITED.set(True)
 
     async def admit(self, request: GenerationRequest) -> Admitted:
         """Policy, then limits: whether and how the request may run."""
@@ -263,13 +265,14 @@ class Exchange:
             if decision
             else (self.principal.department if self.principal else "")
         )
-        self.trace.finish(result, status, department)
         if request is not None and decision is not None:
             self.trace.record_content(
                 "\n".join(admitted.texts if admitted else request.texts),
                 "".join(result.text_parts),
                 allowed=content_capture_allowed(decision.capture_content),
             )
+        # Content goes on the span before it ends (an ended span drops attributes).
+        self.trace.finish(result, status, department)
         record = build_record(
             keys=self._pipeline.audit.keys,
             result=result,
@@ -286,7 +289,6 @@ class Exchange:
             span_id=self.trace.span_id,
         )
         await self._pipeline.audit.append(record)
-        AUDITED.set(True)
 
 
 def _estimate_tokens(request: GenerationRequest) -> int:
