@@ -41,6 +41,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    """Validate a settings file offline: every key, the production rules, the egress allowlist."""
+    from gateway.residency import EgressGuard, ResidencyViolation
+    from gateway.server import check_egress, check_production
+    from gateway.settings import load_settings
+
+    try:
+        settings = load_settings(args.config, os.environ)
+        check_production(settings)
+        if args.resolve:
+            check_egress(settings, EgressGuard(settings.residency))
+    except (SettingsError, ResidencyViolation) as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: OK" + ("" if args.resolve else " (egress not resolved: --resolve)"))
+    return 0
+
+
 def _policy_check(args: argparse.Namespace) -> int:
     from policy.checker import main as check
 
@@ -65,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=50051)
     dev.add_argument("--data-dir", type=Path, default=Path(".data"))
     dev.set_defaults(func=_dev)
+    check_config = commands.add_parser("check-config", help="validate a settings file offline")
+    check_config.add_argument("--config", type=Path, required=True)
+    check_config.add_argument(
+        "--resolve", action="store_true", help="also resolve and check every egress address"
+    )
+    check_config.set_defaults(func=_check_config)
     add_ask_command(commands)
     add_token_command(commands)
     policy = commands.add_parser("policy", help="policy tools")
