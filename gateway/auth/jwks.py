@@ -8,6 +8,7 @@ import json
 import logging
 import ssl
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,7 +48,12 @@ def http_fetcher(settings: JwksUrlSettings) -> Callable[[], bytes]:
     )
 
     def fetch() -> bytes:
-        with opener.open(request, timeout=settings.fetch_timeout_s) as response:
+        try:
+            response = opener.open(request, timeout=settings.fetch_timeout_s)
+        except urllib.error.HTTPError as err:
+            err.close()  # an HTTPError holds the connection open until closed
+            raise OSError(f"HTTP status {err.code} (redirects are not followed)") from None
+        with response:
             body: bytes = response.read(settings.max_response_bytes + 1)
         if len(body) > settings.max_response_bytes:
             raise KeyLoadError(f"JWKS response over {settings.max_response_bytes} bytes")
@@ -87,6 +93,7 @@ class JwksUrlKeys:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def candidates(self, kid: str | None, algorithm: str) -> Sequence[VerificationKey]:
         now = self._clock()
@@ -111,6 +118,7 @@ class JwksUrlKeys:
         self._task = asyncio.create_task(self._run(ok), name="jwks-refresh")
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -120,9 +128,9 @@ class JwksUrlKeys:
     async def refresh(self) -> bool:
         """Fetch the JWKS now; on failure keep the current keys. Returns whether it succeeded."""
         try:
-            body = await asyncio.wait_for(
-                asyncio.to_thread(self._fetch), self._settings.fetch_timeout_s + 1.0
-            )
+            # asyncio.timeout, not wait_for: wait_for on 3.11 can swallow a cancellation.
+            async with asyncio.timeout(self._settings.fetch_timeout_s + 1.0):
+                body = await asyncio.to_thread(self._fetch)
             keys = keys_from_jwks(json.loads(body), self._algorithms, self._settings.url)
             if not keys:
                 raise KeyLoadError("no key in the JWKS fits the pinned algorithms")
@@ -156,11 +164,12 @@ class JwksUrlKeys:
         self._loop.call_soon_threadsafe(self._wake.set)
 
     async def _run(self, last_ok: bool) -> None:
-        while True:
+        while not self._closed:
             delay = (
                 self._settings.refresh_interval_s if last_ok else self._settings.retry_interval_s
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
             last_ok = await self.refresh()
