@@ -51,7 +51,7 @@ async def _call(server: RunningServer, token: str) -> grpc.StatusCode:
 async def _eventually(condition: Any) -> None:
     async with asyncio.timeout(5):
         # Polls a gRPC call: there is no event to wait on from outside the gateway.
-        while not await condition():  # noqa: ASYNC110
+        while not await condition():
             await asyncio.sleep(0.02)
 
 
@@ -100,7 +100,9 @@ async def test_random_kids_cause_at_most_one_fetch_per_cooldown(
     async def random_kid() -> grpc.StatusCode:
         token = rsa_signer.token(headers={"kid": uuid.uuid4().hex})
         try:
-            await stub.ListModels(gateway_pb2.ListModelsRequest(), metadata=bearer(token), timeout=10)
+            await stub.ListModels(
+                gateway_pb2.ListModelsRequest(), metadata=bearer(token), timeout=10
+            )
         except grpc.aio.AioRpcError as err:
             return err.code()
         return grpc.StatusCode.OK
