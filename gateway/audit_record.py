@@ -28,7 +28,8 @@ def outcome_of(exc: BaseException | None, deadline_passed: bool) -> tuple[Outcom
     """The audit outcome and gRPC status name for how an exchange ended."""
     if exc is None:
         return Outcome.OK, "OK"
-    if isinstance(exc, asyncio.CancelledError):
+    # GeneratorExit: gRPC closed a streaming handler because the caller went away mid-write.
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         if deadline_passed:
             return Outcome.DEADLINE, "DEADLINE_EXCEEDED"
         return Outcome.CANCELLED, "CANCELLED"

@@ -126,11 +126,7 @@ class Exchange:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        result = self.result
-        result.total_ms = (time.monotonic() - self._started) * 1000
-        result.worker = self.route.worker_id
-        result.retries = self.route.retries
-        result.queue_ms = self.route.queue_ms
+        result = self.finish()
         remaining = self._context.time_remaining()
         outcome, status = outcome_of(exc, deadline_passed=remaining is not None and remaining <= 0)
         if outcome is Outcome.CANCELLED and result.finish_reason is None:
@@ -139,6 +135,16 @@ class Exchange:
         await asyncio.shield(self._account_and_audit(outcome, status))
         # Set here, in the handler's own context: the shielded task runs in a copy of it.
         AUDITED.set(True)
+
+    def finish(self) -> GenerationResult:
+        """The result with its final timings and routing facts (idempotent)."""
+        result = self.result
+        if not result.total_ms:
+            result.total_ms = (time.monotonic() - self._started) * 1000
+        result.worker = self.route.worker_id
+        result.retries = self.route.retries
+        result.queue_ms = self.route.queue_ms
+        return result
 
     async def admit(self, request: GenerationRequest) -> Admitted:
         """Policy, then limits: whether and how the request may run."""

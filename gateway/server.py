@@ -24,7 +24,8 @@ from gateway.limits.factory import build_limiter
 from gateway.metrics_server import MetricsServer, start_metrics_server
 from gateway.pipeline import Pipeline
 from gateway.residency import EgressGuard
-from gateway.routing.registry import StaticRegistry
+from gateway.routing.factory import build_registry
+from gateway.routing.registry import WorkerRegistry
 from gateway.routing.router import Router
 from gateway.servicer import InferenceServicer
 from gateway.settings import GatewaySettings
@@ -46,7 +47,7 @@ class GatewayHandle:
 
     server: grpc.aio.Server
     health: health.aio.HealthServicer
-    registry: StaticRegistry
+    registry: WorkerRegistry
     pipeline: Pipeline
     verifier: JwtVerifier
     port: int
@@ -85,7 +86,12 @@ class GatewayHandle:
 
 def check_egress(settings: GatewaySettings, guard: EgressGuard) -> None:
     """Refuse to start when any address data would go to is outside the residency allowlist."""
-    checks: list[tuple[str, str, bool]] = [(t, "worker", False) for t in settings.routing.workers]
+    checks: list[tuple[str, str, bool]] = []
+    for target in settings.routing.egress_targets():
+        if target.startswith(("redis://", "rediss://")):
+            checks.append((target, "worker registry", target.startswith("rediss://")))
+        else:
+            checks.append((target, "worker", False))
     if settings.auth is not None:
         checks += [
             (url, "JWKS URL", url.startswith("https://")) for url in settings.auth.egress_urls()
@@ -120,7 +126,7 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
     policy.load()
     verifier = JwtVerifier.from_settings(settings.auth)
     await verifier.start()
-    registry = StaticRegistry(settings.routing)
+    registry = build_registry(settings.routing, guard=guard)
     await registry.start()
     pipeline = Pipeline(
         settings=settings,
@@ -137,6 +143,9 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
         ),
         options=[
             ("grpc.max_receive_message_length", settings.server.max_request_bytes),
+            # Above gRPC's 8 KiB soft limit, so that an oversized token gets the verifier's own
+            # clear UNAUTHENTICATED (auth.max_token_bytes) instead of a transport error.
+            ("grpc.max_metadata_size", 32 * 1024),
             ("grpc.so_reuseport", int(settings.server.processes > 1)),
         ],
     )

@@ -40,7 +40,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             await exchange.admit(convert.generation_request(request, self._limits))
             async for chunk in exchange.generate():
                 yield convert.stream_chunk(exchange.result, chunk)
-        yield convert.stream_end(exchange.result)
+            # Inside the exchange: a caller gone before the end message is audited as such.
+            yield convert.stream_end(exchange.finish())
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: _Context

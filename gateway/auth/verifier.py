@@ -20,7 +20,7 @@ from gateway.auth.jwks import JwksUrlKeys
 from gateway.auth.keys import CombinedKeys, KeySource, VerificationKey, load_static_keys
 from gateway.auth.principal import Principal
 from gateway.auth.settings import AuthSettings
-from gateway.errors import Unauthenticated
+from gateway.errors import Unauthenticated, error_info
 
 VERIFICATIONS = Counter(
     "llmgw_auth_verifications_total", "Accepted tokens by how they were checked", ["path"]
@@ -34,10 +34,14 @@ _REQUIRED = ("exp", "iat", "iss", "aud")
 
 
 class TokenRejected(Unauthenticated):
-    """A token failed a check; `reason` is a short metric label naming the check."""
+    """A token failed a check; `reason` is a short metric label naming the check.
+
+    The client gets `ErrorInfo{reason: "auth.<reason>"}` so that it can tell, in any language,
+    an expired token (fetch a new one) from a wrong audience (fix the configuration).
+    """
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, details=[error_info(f"auth.{reason}")])
         self.reason = reason
 
 

@@ -15,6 +15,8 @@ from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 300_000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # gRPC obeys http(s)_proxy/grpc_proxy by default; prompts must only go to the checked address.
+    ("grpc.enable_http_proxy", 0),
 ]
 
 

@@ -410,8 +410,12 @@ async def test_tokens_charged_equal_tokens_generated(
         if s.code == grpc.StatusCode.OK:
             assert s.usage == record.completion_tokens == s.seen == s.max_tokens
             assert record.outcome is Outcome.OK
+        elif record.outcome is Outcome.OK:
+            # The caller's cancel or deadline struck after the gateway had sent the whole answer
+            # (only the final status was lost): the server rightly recorded a complete answer.
+            assert record.completion_tokens == s.max_tokens
         else:
-            assert record.outcome in (Outcome.CANCELLED, Outcome.DEADLINE), record.outcome
+            assert record.outcome in (Outcome.CANCELLED, Outcome.DEADLINE), record.status_code
             assert s.seen <= record.completion_tokens <= s.max_tokens
     generated = {
         u: sum(

@@ -1,0 +1,45 @@
+"""How an exchange's ending maps to the audit outcome and status code."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from audit.record import Outcome
+from gateway.audit_record import outcome_of
+from gateway.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+    error_info,
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "deadline_passed", "expected"),
+    [
+        (None, False, (Outcome.OK, "OK")),
+        (asyncio.CancelledError(), False, (Outcome.CANCELLED, "CANCELLED")),
+        (asyncio.CancelledError(), True, (Outcome.DEADLINE, "DEADLINE_EXCEEDED")),
+        # gRPC closes a streaming handler whose caller went away while a message was written.
+        (GeneratorExit(), False, (Outcome.CANCELLED, "CANCELLED")),
+        (PermissionDenied("no"), False, (Outcome.DENIED, "PERMISSION_DENIED")),
+        (InvalidArgument("bad"), False, (Outcome.DENIED, "INVALID_ARGUMENT")),
+        (
+            ResourceExhausted("limit", details=[error_info("limits.x")]),
+            False,
+            (Outcome.DENIED, "RESOURCE_EXHAUSTED"),
+        ),
+        (ResourceExhausted("queue full"), False, (Outcome.SHED, "RESOURCE_EXHAUSTED")),
+        (DeadlineExceeded("late"), False, (Outcome.DEADLINE, "DEADLINE_EXCEEDED")),
+        (Unavailable("worker died"), False, (Outcome.ERROR, "UNAVAILABLE")),
+        (RuntimeError("bug"), False, (Outcome.ERROR, "INTERNAL")),
+    ],
+)
+def test_outcome_of(
+    exc: BaseException | None, deadline_passed: bool, expected: tuple[Outcome, str]
+) -> None:
+    assert outcome_of(exc, deadline_passed) == expected
