@@ -12,6 +12,8 @@ import grpc
 from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
+from gateway.residency import EgressGuard, ResidencySettings, ResidencyViolation
+from gateway.telemetry import TelemetrySettings, start_tracing
 from workers.engine import Engine
 from workers.registration import DEFAULT_PREFIX, Advert, RedisRegistration, redis_client
 from workers.server import start_worker
@@ -51,7 +53,30 @@ async def _serve(args: argparse.Namespace) -> None:
 
     if args.register_redis and not args.advertise:
         raise ValueError("--register-redis needs --advertise HOST:PORT (how gateways reach it)")
-    handle = await start_worker(build_engine(args), listen=args.listen, pool=args.pool)
+    guard = EgressGuard(
+        ResidencySettings.from_mapping({"allowed_networks": args.allow_network or []})
+    )
+    if args.register_redis:
+        guard.check(
+            args.register_redis,
+            what="worker registry",
+            tls=args.register_redis.startswith("rediss://"),
+        )
+    tracing = start_tracing(
+        TelemetrySettings.from_mapping(
+            {
+                "enabled": args.otlp_endpoint is not None,
+                "service_name": "llm-worker",
+                "otlp_endpoint": args.otlp_endpoint,
+                "insecure": args.otlp_insecure,
+                "sample_ratio": args.trace_sample_ratio,
+            }
+        ),
+        guard,
+    )
+    handle = await start_worker(
+        build_engine(args), listen=args.listen, pool=args.pool, tracing=tracing
+    )
     print(f"worker {handle.servicer.worker_id} listening on port {handle.port}", flush=True)
     registration: RedisRegistration | None = None
     if args.register_redis:
@@ -71,6 +96,7 @@ async def _serve(args: argparse.Namespace) -> None:
     if registration is not None:
         await registration.stop()  # gateways stop picking it before the server goes away
     await handle.stop(grace=args.grace)
+    tracing.shutdown()
 
 
 async def _drain(args: argparse.Namespace) -> int:
@@ -110,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--advertise", metavar="HOST:PORT", help="address gateways connect to")
     serve.add_argument("--register-ttl", type=float, default=10.0, help="heartbeat TTL, seconds")
     serve.add_argument("--register-prefix", default=DEFAULT_PREFIX, help="Redis key prefix")
+    serve.add_argument("--otlp-endpoint", help="export trace spans here (off when unset)")
+    serve.add_argument("--otlp-insecure", action="store_true", help="plaintext OTLP (loopback)")
+    serve.add_argument("--trace-sample-ratio", type=float, default=1.0)
+    serve.add_argument(
+        "--allow-network",
+        action="append",
+        metavar="CIDR",
+        help="networks this worker may send data to (registry, OTLP); default loopback only",
+    )
     drain = commands.add_parser("drain", help="stop a worker taking new generations")
     drain.add_argument("--target", required=True, metavar="HOST:PORT")
     drain.add_argument("--resume", action="store_true", help="accept generations again")
@@ -125,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "drain":
             return asyncio.run(_drain(args))
         asyncio.run(_serve(args))
-    except (ImportError, ValueError) as exc:  # a missing engine package or a bad option
+    except (ImportError, ValueError, ResidencyViolation) as exc:  # missing engine, bad option
         print(f"llm-worker: {exc}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as exc:

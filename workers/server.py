@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,7 +14,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
+from opentelemetry.trace import Span, SpanKind
 
+from gateway import telemetry
+from gateway.telemetry import Tracing
 from workers import convert
 from workers.engine import (
     Engine,
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "llmgateway.worker.v1.WorkerService"
 # Trailing metadata on a refusal that says why, so the gateway stops picking this worker at once.
 STATE_KEY = "llmgw-worker-state"
+TTFT_ATTRIBUTE = "llmgateway.time_to_first_token_ms"
 
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
@@ -40,8 +45,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         worker_id: str,
         pool: str,
         health_servicer: health.aio.HealthServicer | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._engine = engine
+        self._tracing = tracing
         self.worker_id = worker_id
         self.pool = pool
         self.draining = False
@@ -71,9 +78,17 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 "worker is draining; use another",
                 trailing_metadata=((STATE_KEY, "draining"),),
             )
+        span = self._span(request, context)
+        started = time.monotonic()
+        tokens = 0
         try:
             async for chunks in coalesce(self._engine.generate(convert.engine_request(request))):
-                yield convert.merge_chunks(chunks)
+                message = convert.merge_chunks(chunks)
+                if span is not None:
+                    if not tokens and message.token_count:
+                        span.set_attribute(TTFT_ATTRIBUTE, (time.monotonic() - started) * 1000)
+                    tokens = message.completion_tokens or tokens + message.token_count
+                yield message
         except EngineOverloaded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except EngineUnavailable as exc:
@@ -82,6 +97,30 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except InvalidEngineRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        finally:
+            if span is not None:
+                span.set_attribute(telemetry.GEN_AI_USAGE_OUTPUT_TOKENS, tokens)
+                span.end()
+
+    def _span(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> Span | None:
+        """The worker's span, continuing the gateway's trace (None when tracing is off)."""
+        if self._tracing is None or not self._tracing.enabled:
+            return None
+        parent = telemetry.extract_context(tuple(context.invocation_metadata() or ()))
+        return self._tracing.tracer.start_span(
+            "gen_ai.worker.generate",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                telemetry.GEN_AI_OPERATION_NAME: telemetry.OPERATION_CHAT,
+                telemetry.GEN_AI_REQUEST_MODEL: request.model,
+                telemetry.GEN_AI_REQUEST_MAX_TOKENS: request.sampling.max_tokens,
+                "llmgateway.request_id": request.request_id,
+                "llmgateway.worker": self.worker_id,
+            },
+        )
 
     async def GetLoad(
         self, request: pb.GetLoadRequest, context: grpc.aio.ServicerContext[object, object]
@@ -148,7 +187,12 @@ class WorkerHandle:
 
 
 async def start_worker(
-    engine: Engine, *, listen: str = "127.0.0.1:0", pool: str = "onprem-gpu", worker_id: str = ""
+    engine: Engine,
+    *,
+    listen: str = "127.0.0.1:0",
+    pool: str = "onprem-gpu",
+    worker_id: str = "",
+    tracing: Tracing | None = None,
 ) -> WorkerHandle:
     """Start the engine and a worker server bound to `listen`; returns once it accepts calls."""
     await engine.start()
@@ -159,6 +203,7 @@ async def start_worker(
         worker_id=worker_id or uuid.uuid4().hex[:12],
         pool=pool,
         health_servicer=health_servicer,
+        tracing=tracing,
     )
     pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
