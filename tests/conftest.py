@@ -27,7 +27,9 @@ EXAMPLE_POLICY = ROOT / "policy" / "examples" / "health-region"
 FAST_SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=1, prefill_ms_per_token=0)
 
 
-def gateway_settings(data_dir: Path, policy_dir: Path = TEST_POLICY, **overrides: Any) -> GatewaySettings:
+def gateway_settings(
+    data_dir: Path, policy_dir: Path = TEST_POLICY, **overrides: Any
+) -> GatewaySettings:
     """Settings of a test gateway: dev-key auth, a policy directory, state under data_dir."""
     base = GatewaySettings(
         auth=dev_auth_settings(data_dir),
@@ -102,7 +104,9 @@ async def start_test_gateway(data_dir: Path) -> AsyncIterator[StartGateway]:
     unless `settings` says otherwise)."""
     started: list[GatewayHandle] = []
 
-    async def start(*workers: WorkerHandle, settings: GatewaySettings | None = None) -> GatewayHandle:
+    async def start(
+        *workers: WorkerHandle, settings: GatewaySettings | None = None
+    ) -> GatewayHandle:
         base = settings or gateway_settings(data_dir / f"gw{len(started)}")
         if settings is None:  # every gateway of a test trusts the same dev key
             base = replace(base, auth=dev_auth_settings(data_dir))
