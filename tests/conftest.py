@@ -15,10 +15,9 @@ from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
 from gateway.server import GatewayHandle, start_gateway
 from gateway.settings import GatewaySettings
 from policy.settings import PolicySettings
+from tests.helpers import StartGateway, StartWorker
 from workers.server import WorkerHandle, start_worker
 from workers.sim import SimConfig, SimEngine
-
-from tests.helpers import StartGateway, StartWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_POLICY = ROOT / "tests" / "fixtures" / "policy"

@@ -23,7 +23,7 @@ from tests.audit.conftest import MakeRecord
 
 async def _until(predicate: Callable[[], bool]) -> None:
     async with asyncio.timeout(10):
-        while not predicate():  # noqa: ASYNC110 - polls state of other components
+        while not predicate():
             await asyncio.sleep(0.02)
 
 
