@@ -18,8 +18,10 @@ from typing import Any
 
 import grpc
 from llmgateway.worker.v1 import worker_pb2 as wpb
+from prometheus_client import Counter
 
 from audit.record import AuditRecord, Outcome
+from audit.spool import SpoolFull
 from gateway.admission import Admitted, admit_limits, decide_policy, policy_refusal
 from gateway.audit_record import build_record, outcome_of
 from gateway.auditing import AuditTrail
@@ -55,6 +57,10 @@ _FINISH_FROM_WORKER = {
     wpb.FINISH_REASON_CANCELLED: FinishReason.CANCELLED,
     wpb.FINISH_REASON_TIMEOUT: FinishReason.TIMEOUT,
 }
+DROPPED_RECORDS = Counter(
+    "llmgw_audit_records_dropped_total",
+    "Audit records not written because the spool was full (departments with audit.required: false)",
+)
 # Time kept back from the caller's deadline so that the worker's answer can still reach them.
 DEADLINE_MARGIN_S = 0.005
 
@@ -132,9 +138,17 @@ class Exchange:
         if outcome is Outcome.CANCELLED and result.finish_reason is None:
             result.finish_reason = FinishReason.CANCELLED
         # Accounting and audit must finish even when the caller has gone away.
-        await asyncio.shield(self._account_and_audit(outcome, status))
+        recorded = await asyncio.shield(self._account_and_audit(outcome, status))
         # Set here, in the handler's own context: the shielded task runs in a copy of it.
         AUDITED.set(True)
+        if not recorded and exc is None and (self.decision is None or self.decision.audit_required):
+            # The spool filled up while this request ran: a department that must be audited
+            # does not get an unaudited success.
+            raise Unavailable(
+                "the audit spool is full and this department may not be served unaudited; "
+                "retry later",
+                details=[retry_info(5.0), error_info("audit.spool_full")],
+            )
 
     def finish(self) -> GenerationResult:
         """The result with its final timings and routing facts (idempotent)."""
@@ -258,7 +272,8 @@ class Exchange:
         while lease is not None and await self._pipeline.limiter.heartbeat(lease):
             await asyncio.sleep(interval)
 
-    async def _account_and_audit(self, outcome: Outcome, status: str) -> None:
+    async def _account_and_audit(self, outcome: Outcome, status: str) -> bool:
+        """Reconcile tokens and write the audit record; False if the spool refused it."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         result, admitted, decision = self.result, self.admitted, self.decision
@@ -294,7 +309,13 @@ class Exchange:
             trace_id=self.trace.trace_id,
             span_id=self.trace.span_id,
         )
-        await self._pipeline.audit.append(record)
+        try:
+            await self._pipeline.audit.append(record)
+        except SpoolFull:
+            DROPPED_RECORDS.inc()
+            log.error("audit spool full: record of request %s not written", result.request_id)
+            return False
+        return True
 
 
 def _estimate_tokens(request: GenerationRequest) -> int:
