@@ -58,10 +58,18 @@ class AuditKeys:
 class AuditTrail:
     """The spool plus its shipper (none when no store is configured: records stay local)."""
 
-    def __init__(self, spool: AuditSpool, shipper: Shipper | None, keys: AuditKeys) -> None:
+    def __init__(
+        self,
+        spool: AuditSpool,
+        shipper: Shipper | None,
+        keys: AuditKeys,
+        *,
+        flush_timeout_s: float = 5.0,
+    ) -> None:
         self.spool = spool
         self.shipper = shipper
         self.keys = keys
+        self.flush_timeout_s = flush_timeout_s
 
     @classmethod
     async def open(cls, settings: AuditSpoolSettings | None, data_dir: Path) -> AuditTrail:
@@ -78,7 +86,7 @@ class AuditTrail:
         )
         shipper = Shipper(spool, settings.store_target, batch_size=settings.batch_size)
         await shipper.start()
-        return cls(spool, shipper, keys)
+        return cls(spool, shipper, keys, flush_timeout_s=settings.flush_timeout_s)
 
     @property
     def is_full(self) -> bool:
@@ -94,7 +102,8 @@ class AuditTrail:
             details["audit_shipper"] = f"pending={h.pending} last_error={h.last_error or 'none'}"
         return details
 
-    async def close(self, flush_timeout_s: float = 5.0) -> None:
+    async def close(self) -> None:
+        """Ship what is left within `audit.flush_timeout_s`; the rest waits in the spool."""
         if self.shipper is not None:
-            await self.shipper.close(flush_timeout_s)
+            await self.shipper.close(self.flush_timeout_s)
         await self.spool.close()
