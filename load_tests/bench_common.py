@@ -145,6 +145,13 @@ class Child:
     process: subprocess.Popen[bytes]
     target: str
     workdir: Path | None = None
+    log: Path | None = None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of what the process wrote to stderr."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return self.log.read_text(errors="replace")[-chars:]
 
     @property
     def pid(self) -> int:
@@ -163,20 +170,26 @@ class Child:
                 self.process.wait()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.log is not None and os.environ.get("BENCH_KEEP_LOGS") is None:
+            self.log.unlink(missing_ok=True)
 
 
 def _spawn(name: str, argv: Sequence[str], target: str, cpus: set[int] | None) -> Child:
+    # stderr goes to a file, not a pipe: a chatty child must never block on a full pipe.
+    log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        list(argv), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        list(argv), start_new_session=True, stdout=subprocess.DEVNULL, stderr=log
     )
+    log.close()
     pin(process.pid, cpus)
-    return Child(name, process, target)
+    return Child(name, process, target, log=Path(log.name))
 
 
 def _fail_if_dead(child: Child) -> None:
     if child.process.poll() is not None:
-        err = child.process.stderr.read().decode(errors="replace") if child.process.stderr else ""
-        raise RuntimeError(f"{child.name} exited with {child.process.returncode}:\n{err[-3000:]}")
+        raise RuntimeError(
+            f"{child.name} exited with {child.process.returncode}:\n{child.log_tail()}"
+        )
 
 
 async def wait_serving(child: Child, *, health: bool = True) -> None:
@@ -403,7 +416,7 @@ def _cell(value: object) -> str:
 class BareProxy(pb_grpc.InferenceServiceServicer):
     """One hop, no logic: the public Generate calls forwarded to one worker."""
 
-    def __init__(self, worker: wpb_grpc.WorkerServiceStub) -> None:
+    def __init__(self, worker: wpb_grpc.WorkerServiceAsyncStub) -> None:
         self._worker = worker
 
     @staticmethod
@@ -429,6 +442,11 @@ class BareProxy(pb_grpc.InferenceServiceServicer):
                 yield pb.GenerateStreamResponse(text=message.text, token_count=message.token_count)
         yield pb.GenerateStreamResponse(finish_reason=pb.FINISH_REASON_LENGTH)
 
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Any
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse()
+
 
 async def _serve_worker(port: int, sim: dict[str, Any]) -> None:
     from gateway.server import wait_for_shutdown_signal
@@ -446,9 +464,8 @@ async def _serve_proxy(port: int, worker: str) -> None:
 
     channel = grpc.aio.insecure_channel(worker)
     server = grpc.aio.server()
-    pb_grpc.add_InferenceServiceServicer_to_server(
-        BareProxy(wpb_grpc.WorkerServiceStub(channel)), server
-    )
+    stub: wpb_grpc.WorkerServiceAsyncStub = wpb_grpc.WorkerServiceStub(channel)
+    pb_grpc.add_InferenceServiceServicer_to_server(BareProxy(stub), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await wait_for_shutdown_signal()

@@ -152,8 +152,9 @@ def report(rows: list[Row], streams: int) -> None:
     )  # fmt: skip
     print(
         f"gateway relay at {streams} streams: {gateway.tokens_per_cpu_s:,.0f} tokens/s per "
-        f"gateway core (goal >= 50,000); throughput {gateway.tokens_per_s / direct.tokens_per_s:.2f}"
-        f" x direct; TTFT p50 +{gateway.ttft_p50_ms - direct.ttft_p50_ms:.2f} ms"
+        f"gateway core (goal >= 50,000); throughput "
+        f"{gateway.tokens_per_s / direct.tokens_per_s:.2f} x direct; "
+        f"TTFT p50 +{gateway.ttft_p50_ms - direct.ttft_p50_ms:.2f} ms"
     )
 
 
