@@ -40,8 +40,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             await exchange.admit(convert.generation_request(request, self._limits))
             async for chunk in exchange.generate():
                 yield convert.stream_chunk(exchange.result, chunk)
-            # Inside the exchange: a caller gone before the end message is audited as such.
-            yield convert.stream_end(exchange.finish())
+        # After the exchange: the audit record is durable before the caller sees the end.
+        yield convert.stream_end(exchange.result)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: _Context
