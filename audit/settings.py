@@ -81,6 +81,9 @@ class AuditSpoolSettings:
     - `quota_bytes`: undelivered bytes at which the spool refuses appends (fail closed).
     - `store_target`: the audit store's HOST:PORT (checked by the residency guard).
     - `batch_size`, `flush_timeout_s`: records per export; how long close() keeps shipping.
+    - `tls_ca_file` (+ `tls_cert_file`/`tls_key_file` for mutual TLS, `tls_server_name`):
+      ship over TLS; without them the connection is plaintext, which the residency guard allows
+      only for loopback or explicitly allowed hosts.
     """
 
     spool_path: str
@@ -89,6 +92,10 @@ class AuditSpoolSettings:
     quota_bytes: int = 256 * 1024 * 1024
     batch_size: int = 256
     flush_timeout_s: float = 5.0
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_server_name: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], path: str = "audit.spool") -> Self:

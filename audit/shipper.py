@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -56,6 +56,7 @@ class Shipper:
         target: str,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, object]] = (),
         batch_size: int = 256,
         export_timeout_s: float = 5.0,
         max_backoff_s: float = 5.0,
@@ -64,6 +65,7 @@ class Shipper:
         self._spool = spool
         self._target = target
         self._credentials = credentials
+        self._options = tuple(options)
         self._batch_size = batch_size
         self._export_timeout_s = export_timeout_s
         self._max_backoff_s = max_backoff_s
@@ -80,7 +82,7 @@ class Shipper:
     async def start(self) -> None:
         # gRPC obeys http(s)_proxy/grpc_proxy by default, which would route records through an
         # address the residency guard never checked.
-        options = [("grpc.enable_http_proxy", 0)]
+        options = [("grpc.enable_http_proxy", 0), *self._options]
         if self._credentials is not None:
             self._channel = grpc.aio.secure_channel(self._target, self._credentials, options)
         else:

@@ -18,6 +18,7 @@ from audit.record import AuditRecord
 from audit.settings import AuditSpoolSettings
 from audit.shipper import Shipper
 from audit.spool import AuditSpool
+from gateway.client_tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,18 @@ class AuditKeys:
         return content_hmac(self.content_key, text)
 
 
+def audit_tls(settings: AuditSpoolSettings) -> ClientTls | None:
+    """TLS towards the audit store, when configured."""
+    if settings.tls_ca_file is None:
+        return None
+    return ClientTls(
+        ca_file=settings.tls_ca_file,
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
+        server_name=settings.tls_server_name,
+    )
+
+
 class AuditTrail:
     """The spool plus its shipper (none when no store is configured: records stay local)."""
 
@@ -84,7 +97,14 @@ class AuditTrail:
         spool = AuditSpool(
             settings.spool_path, quota_bytes=settings.quota_bytes, source=settings.source
         )
-        shipper = Shipper(spool, settings.store_target, batch_size=settings.batch_size)
+        tls = audit_tls(settings)
+        shipper = Shipper(
+            spool,
+            settings.store_target,
+            credentials=tls.credentials() if tls else None,
+            options=tls.channel_options() if tls else (),
+            batch_size=settings.batch_size,
+        )
         await shipper.start()
         return cls(spool, shipper, keys, flush_timeout_s=settings.flush_timeout_s)
 

@@ -168,7 +168,11 @@ class Exchange:
             raise Unauthenticated("no verified caller; send `authorization: Bearer <JWT>`")
         self.request = request
         self.result.model = request.model
-        if request.model not in pipeline.router.models():
+        policy = pipeline.policy.current()
+        if (
+            request.model not in pipeline.router.models()
+            and request.model not in policy.model_catalog
+        ):
             raise InvalidArgument(
                 f"model: unknown model {request.model!r}; "
                 "call ListModels for the models you may use",
@@ -183,7 +187,7 @@ class Exchange:
                 details=[bad_request("prompt", "too many tokens")],
             )
         with self.trace.stage("policy"):
-            decision = decide_policy(pipeline.policy.current(), principal, request, prompt_tokens)
+            decision = decide_policy(policy, principal, request, prompt_tokens)
         self.decision = decision
         if not decision.allowed:
             raise policy_refusal(decision)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 import time
+from pathlib import Path
 
 import grpc
 from llmgateway.worker.v1 import worker_pb2 as pb
@@ -48,6 +49,20 @@ def build_engine(args: argparse.Namespace) -> Engine:
     raise SystemExit(f"unknown engine {args.engine!r}")
 
 
+def server_tls(args: argparse.Namespace) -> grpc.ServerCredentials | None:
+    """TLS for the worker's port; with --tls-client-ca only certified gateways may call it."""
+    if not args.tls_cert and not args.tls_key:
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    client_ca = Path(args.tls_client_ca).read_bytes() if args.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(args.tls_key).read_bytes(), Path(args.tls_cert).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from gateway.server import wait_for_shutdown_signal
 
@@ -75,7 +90,11 @@ async def _serve(args: argparse.Namespace) -> None:
         guard,
     )
     handle = await start_worker(
-        build_engine(args), listen=args.listen, pool=args.pool, tracing=tracing
+        build_engine(args),
+        listen=args.listen,
+        pool=args.pool,
+        tracing=tracing,
+        credentials=server_tls(args),
     )
     print(f"worker {handle.servicer.worker_id} listening on port {handle.port}", flush=True)
     registration: RedisRegistration | None = None
@@ -136,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--advertise", metavar="HOST:PORT", help="address gateways connect to")
     serve.add_argument("--register-ttl", type=float, default=10.0, help="heartbeat TTL, seconds")
     serve.add_argument("--register-prefix", default=DEFAULT_PREFIX, help="Redis key prefix")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", help="require gateway client certificates from this CA")
     serve.add_argument("--otlp-endpoint", help="export trace spans here (off when unset)")
     serve.add_argument("--otlp-insecure", action="store_true", help="plaintext OTLP (loopback)")
     serve.add_argument("--trace-sample-ratio", type=float, default=1.0)

@@ -193,8 +193,12 @@ async def start_worker(
     pool: str = "onprem-gpu",
     worker_id: str = "",
     tracing: Tracing | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> WorkerHandle:
-    """Start the engine and a worker server bound to `listen`; returns once it accepts calls."""
+    """Start the engine and a worker server bound to `listen`; returns once it accepts calls.
+
+    With `credentials` the port speaks TLS (mutual TLS when they require client certificates).
+    """
     await engine.start()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health_servicer = health.aio.HealthServicer()
@@ -207,7 +211,10 @@ async def start_worker(
     )
     pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(listen)
+    if credentials is not None:
+        port = server.add_secure_port(listen, credentials)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot bind the worker to {listen}")
     await server.start()

@@ -143,7 +143,12 @@ class WorkerRegistry:
                 self.retire_if_idle(monitor.worker)
             admitted = [t for t in added if await self._allowed(t)]
             monitors = [
-                WorkerMonitor(WorkerState.connect(t), self.settings, self.ejector, self.notify)
+                WorkerMonitor(
+                    WorkerState.connect(t, self.settings.tls),
+                    self.settings,
+                    self.ejector,
+                    self.notify,
+                )
                 for t in admitted
             ]
             await asyncio.gather(*(m.start() for m in monitors))

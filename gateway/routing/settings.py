@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Self
 
+from gateway.client_tls import ClientTls
 from gateway.config import SettingsError, optional_str, positive, section, str_list, typed
 
 _SECONDS = (
@@ -51,6 +52,10 @@ class RoutingSettings:
     `queue_timeout_s` each. Affinity hashes the first `affinity_prefix_chars` characters of the
     prompt when no affinity key is given, and keeps a worker preferred while its load stays within
     `affinity_load_factor` times the average.
+
+    Transport: `tls` (ca_file, optional cert_file/key_file for mutual TLS, server_name) encrypts
+    every connection to a worker; without it connections are plaintext, which the residency
+    guard allows only for loopback or explicitly allowed hosts.
     """
 
     workers: tuple[str, ...] = ()
@@ -72,6 +77,7 @@ class RoutingSettings:
     queue_timeout_s: float = 30.0
     affinity_prefix_chars: int = 512
     affinity_load_factor: float = 1.25
+    tls: ClientTls | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object] | object, path: str = "routing") -> Self:
@@ -95,6 +101,7 @@ class RoutingSettings:
             redis_url=_redis_url(optional_str(d, "redis_url", path), f"{path}.redis_url"),
             redis_key_prefix=typed(d, "redis_key_prefix", path, str, base.redis_key_prefix),
             affinity_load_factor=factor,
+            tls=ClientTls.from_mapping(d["tls"], f"{path}.tls") if d.get("tls") else None,
             **seconds,
             **counts,
         )

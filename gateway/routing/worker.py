@@ -11,6 +11,8 @@ from grpc_health.v1 import health_pb2_grpc
 from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
+from gateway.client_tls import ClientTls, secure_or_insecure_channel
+
 # Keepalive pings from gateway to workers must stay below the workers' permitted rate.
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 300_000),
@@ -57,9 +59,9 @@ class WorkerState:
     hash_int: int = 0
 
     @classmethod
-    def connect(cls, target: str) -> WorkerState:
-        """A worker state with a (lazily connecting) channel to `target`."""
-        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    def connect(cls, target: str, tls: ClientTls | None = None) -> WorkerState:
+        """A worker state with a (lazily connecting) channel to `target`, over TLS if given."""
+        channel = secure_or_insecure_channel(target, tls, CHANNEL_OPTIONS)
         return cls(
             target=target,
             channel=channel,
