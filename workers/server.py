@@ -200,7 +200,14 @@ async def start_worker(
     With `credentials` the port speaks TLS (mutual TLS when they require client certificates).
     """
     await engine.start()
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    # Accept bursts of streams instead of cancelling all but the first 1,000 (gRPC's default).
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.server.max_pending_requests", 10_000),
+            ("grpc.server.max_pending_requests_hard_limit", 20_000),
+        ]
+    )
     health_servicer = health.aio.HealthServicer()
     servicer = WorkerServicer(
         engine,
