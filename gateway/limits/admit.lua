@@ -1,9 +1,10 @@
 -- Admit one request: evaluate every limit, and only if all enforced ones pass, charge them all.
 -- Mirrors gateway/limits/memory_limiter.py; the key layout is in gateway/limits/README.md.
 -- KEYS[1]: the reservation record; KEYS[1 + i]: the state of check i.
--- ARGV: now_ms, request_id, reserve_tokens, lease_ttl_ms, reservation_ttl_ms, n_checks, then
--- per check: name, kind (bucket|streams|budget), amount, period_ms, shadow (0|1), cost,
--- tokens (0|1), window, window_end_ms.
+-- ARGV: now_ms, request_id, reserve_tokens, lease_ttl_ms, reservation_ttl_ms, checks: a JSON
+-- array with one array per check: [name, kind (bucket|streams|budget), amount, period_ms,
+-- shadow (0|1), cost, tokens (0|1), window, window_end_ms]. One packed argument rather than nine
+-- per check: the client's encoding of each argument was the largest cost of an admission.
 -- Reply: {allowed, violated, retry_ms, {name, remaining, ...}, {shadow names}, replayed,
 -- reserved, {lease keys}}.
 local now = tonumber(ARGV[1])
@@ -11,7 +12,8 @@ local rid = ARGV[2]
 local reserve = tonumber(ARGV[3])
 local lease_ttl = tonumber(ARGV[4])
 local res_ttl = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
+local packed = cjson.decode(ARGV[6])
+local n = #packed
 local STREAMS_RETRY_MS = 1000
 
 local state = redis.call('HGET', KEYS[1], 'held')
@@ -40,11 +42,10 @@ end
 
 local checks, oks, retries, remainings = {}, {}, {}, {}
 for i = 1, n do
-  local b = 6 + (i - 1) * 9
+  local a = packed[i]
   local c = {
-    key = KEYS[1 + i], name = ARGV[b + 1], kind = ARGV[b + 2], amount = tonumber(ARGV[b + 3]),
-    period = tonumber(ARGV[b + 4]), shadow = ARGV[b + 5] == '1', cost = tonumber(ARGV[b + 6]),
-    tokens = ARGV[b + 7] == '1', window = tonumber(ARGV[b + 8]), window_end = tonumber(ARGV[b + 9]),
+    key = KEYS[1 + i], name = a[1], kind = a[2], amount = a[3], period = a[4],
+    shadow = a[5] == 1, cost = a[6], tokens = a[7] == 1, window = a[8], window_end = a[9],
   }
   checks[i] = c
   local ok, retry, remaining = false, 0, 0

@@ -10,6 +10,7 @@ OPEN falls back to this replica's `MemoryLimiter` and marks the replica degraded
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -107,8 +108,7 @@ class RedisLimiter:
             admission.reserve_tokens,
             self._lease_ttl_ms,
             self._res_ttl_ms,
-            len(checks),
-            *_check_args(checks),
+            _packed_checks(checks),
         ]
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
@@ -268,21 +268,25 @@ class RedisLimiter:
                 return
 
 
-def _check_args(checks: Sequence[Check]) -> list[str | int]:
-    args: list[str | int] = []
-    for c in checks:
-        args += [
-            c.name,
-            c.kind.value,
-            c.amount,
-            c.period_ms,
-            int(c.shadow),
-            c.cost,
-            int(c.tokens),
-            c.window,
-            c.window_end_ms,
-        ]
-    return args
+def _packed_checks(checks: Sequence[Check]) -> str:
+    """The checks as the one JSON argument admit.lua decodes (see its header)."""
+    return json.dumps(
+        [
+            [
+                c.name,
+                c.kind.value,
+                c.amount,
+                c.period_ms,
+                int(c.shadow),
+                c.cost,
+                int(c.tokens),
+                c.window,
+                c.window_end_ms,
+            ]
+            for c in checks
+        ],
+        separators=(",", ":"),
+    )
 
 
 def _decision(reply: Any, admission: Admission) -> AdmissionDecision:
