@@ -70,6 +70,14 @@ class RouteOutcome:
     queue_ms: float = 0.0
 
 
+_Opened = tuple[
+    WorkerState,
+    "grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateResponse]",
+    AsyncIterator[pb.GenerateResponse],
+    pb.GenerateResponse,
+]
+
+
 class _Retry(Exception):
     """A failure before the first token that another worker may not have."""
 
@@ -84,6 +92,9 @@ class _PastDeadline(stop_base):
         self._deadline = deadline
 
     def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.passed()
+
+    def passed(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
 
@@ -148,31 +159,12 @@ class Router:
             call.department, call.affinity_key, call.message, self._settings.affinity_prefix_chars
         )
         tried: list[WorkerState] = []
-        last: _Retry | None = None
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.max_attempts) | _PastDeadline(call.deadline),
-            retry=retry_if_exception_type(_Retry),
-            reraise=True,
-        )
+        # The first attempt runs without tenacity, whose per-call machinery would cost every
+        # request; only a retryable failure enters the retry loop.
         try:
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        worker = await self._acquire(call, key, tried, outcome)
-                    except Unavailable:
-                        if last is None:
-                            raise
-                        raise last.error from None  # no other worker left: the real cause
-                    tried.append(worker)
-                    outcome.worker_id = worker.name
-                    outcome.retries = len(tried) - 1
-                    try:
-                        rpc, messages, first = await self._open(call, worker)
-                    except _Retry as exc:
-                        last = exc
-                        raise
-        except _Retry as exc:
-            raise exc.error from None
+            worker, rpc, messages, first = await self._attempt(call, key, tried, outcome, None)
+        except _Retry as failed:
+            worker, rpc, messages, first = await self._retry(call, key, tried, outcome, failed)
         try:
             yield first
             async for message in messages:
@@ -185,6 +177,57 @@ class Router:
         finally:
             rpc.cancel()  # Python does not cancel an outgoing call for us when ours is cancelled
             self._release(worker)
+
+    async def _attempt(
+        self,
+        call: WorkerCall,
+        key: bytes,
+        tried: list[WorkerState],
+        outcome: RouteOutcome,
+        last: _Retry | None,
+    ) -> _Opened:
+        """One try on a worker not tried yet; raises `_Retry` when another worker may succeed."""
+        try:
+            worker = await self._acquire(call, key, tried, outcome)
+        except Unavailable:
+            if last is None:
+                raise
+            raise last.error from None  # no other worker left: the real cause
+        tried.append(worker)
+        outcome.worker_id = worker.name
+        outcome.retries = len(tried) - 1
+        rpc, messages, first = await self._open(call, worker)
+        return worker, rpc, messages, first
+
+    async def _retry(
+        self,
+        call: WorkerCall,
+        key: bytes,
+        tried: list[WorkerState],
+        outcome: RouteOutcome,
+        failed: _Retry,
+    ) -> _Opened:
+        """The tries after a first retryable failure: at most `max_attempts` in all, by deadline."""
+        past_deadline = _PastDeadline(call.deadline)
+        if self._settings.max_attempts <= 1 or past_deadline.passed():
+            raise failed.error from None
+        last = failed
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.max_attempts - 1) | past_deadline,
+            retry=retry_if_exception_type(_Retry),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        return await self._attempt(call, key, tried, outcome, last)
+                    except _Retry as exc:
+                        last = exc
+                        raise
+        except _Retry as exc:
+            raise exc.error from None
+        raise AssertionError("tenacity ended without a result or an exception")
 
     async def _acquire(
         self, call: WorkerCall, key: bytes, tried: list[WorkerState], outcome: RouteOutcome
