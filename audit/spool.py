@@ -47,11 +47,12 @@ class SpoolFull(Exception):
 
 
 class _Append:
-    __slots__ = ("future", "record")
+    __slots__ = ("future", "loop", "record")
 
-    def __init__(self, record: AuditRecord) -> None:
+    def __init__(self, record: AuditRecord, loop: asyncio.AbstractEventLoop) -> None:
         self.record = record
-        self.future: Future[None] = Future()
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
 
 
 class _Call:
@@ -143,10 +144,11 @@ class AuditSpool:
                 f"audit spool {self.path} holds {self._pending_bytes} undelivered bytes "
                 f"(quota {self.quota_bytes}); the audit store must catch up first"
             )
-        item = _Append(record)
+        item = _Append(record, asyncio.get_running_loop())
         self._queue.put(item)
-        # shield: a cancelled request still gets its record written; only the wait is dropped
-        await asyncio.shield(asyncio.wrap_future(item.future))
+        # A cancelled wait cancels only `item.future`: the writer commits every queued record
+        # regardless, so a cancelled request still gets its record written.
+        await item.future
 
     async def pending(self, limit: int) -> list[AuditRecord]:
         """Up to `limit` undelivered records, oldest first, with source and sequence set."""
@@ -241,9 +243,7 @@ class AuditSpool:
             log.error("audit spool commit failed: %s", err)
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            for item in appends:
-                if item.future.set_running_or_notify_cancel():
-                    item.future.set_exception(err)
+            _settle(appends, err)
             return
         self.commits += 1
         self.appends += len(appends)
@@ -251,11 +251,35 @@ class AuditSpool:
         SPOOL_COMMITS.inc()
         SPOOL_APPENDS.inc(len(appends))
         SPOOL_PENDING_BYTES.set(self._pending_bytes)
-        for item in appends:
-            if item.future.set_running_or_notify_cancel():
-                item.future.set_result(None)
+        _settle(appends, None)
         for callback in list(self._listeners):
             try:
                 callback()
             except Exception:  # a listener must never stop the writer thread
                 log.exception("audit spool listener failed")
+
+
+def _settle(appends: list[_Append], error: BaseException | None) -> None:
+    """Resolve the appenders' futures (from the writer thread) after a commit.
+
+    One `call_soon_threadsafe` per event loop and commit, not one per record: each wakes the
+    loop through its self-pipe, and at high concurrency a commit holds dozens of records.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for item in appends:
+        by_loop.setdefault(item.loop, []).append(item.future)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, futures, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            log.warning("audit spool: %d appenders' event loop closed", len(futures))
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # the appender was cancelled; its record is committed all the same
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
