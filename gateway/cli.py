@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -17,7 +16,7 @@ from gateway.config import SettingsError
 def _serve(args: argparse.Namespace) -> int:
     from gateway.logging_setup import configure_logging
     from gateway.residency import ResidencyViolation
-    from gateway.server import serve
+    from gateway.server import run_event_loop, serve
     from gateway.settings import load_settings
     from policy.issues import PolicyError
 
@@ -28,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
             from gateway.multiprocess import run_processes
 
             return run_processes(settings)
-        asyncio.run(serve(settings))
+        run_event_loop(serve(settings))
     except SettingsError as exc:
         print(f"llm-gateway: invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -67,8 +66,9 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     from gateway.dev import run_dev_stack
+    from gateway.server import run_event_loop
 
-    asyncio.run(run_dev_stack(args.port, args.data_dir))
+    run_event_loop(run_dev_stack(args.port, args.data_dir))
     return 0
 
 
