@@ -38,7 +38,7 @@ from gateway.errors import (
     retry_info,
 )
 from gateway.interceptors import AUDITED
-from gateway.limits.base import RateLimiter
+from gateway.limits.base import Completion, RateLimiter
 from gateway.request_trace import RequestTrace
 from gateway.routing.router import RouteOutcome, Router, WorkerCall
 from gateway.settings import GatewaySettings
@@ -280,10 +280,24 @@ class Exchange:
         """Reconcile tokens and write the audit record; False if the spool refused it."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        result, admitted, decision = self.result, self.admitted, self.decision
+        result, admitted = self.result, self.admitted
+        # The limiter's completion (a Redis round trip) runs while the record is built and
+        # written (an fsync), so the caller waits for the longer of the two, not their sum.
+        completing: asyncio.Future[Completion] | None = None
         if admitted is not None and admitted.lease is not None:
             used = (result.prompt_tokens or admitted.prompt_tokens) + result.completion_tokens
-            await self._pipeline.limiter.complete(admitted.lease, used)
+            completing = asyncio.ensure_future(
+                self._pipeline.limiter.complete(admitted.lease, used)
+            )
+        try:
+            return await self._audit(outcome, status)
+        finally:
+            if completing is not None:
+                await completing
+
+    async def _audit(self, outcome: Outcome, status: str) -> bool:
+        """End the trace and write the audit record; False if the spool refused it."""
+        result, admitted, decision = self.result, self.admitted, self.decision
         request = self.request
         department = (
             decision.department
