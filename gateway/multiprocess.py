@@ -6,7 +6,6 @@ The kernel spreads new connections across the processes. Each process has its ow
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import signal
@@ -33,9 +32,9 @@ def settings_for_process(settings: GatewaySettings, index: int) -> GatewaySettin
 
 
 def _child(settings: GatewaySettings) -> None:
-    from gateway.server import serve
+    from gateway.server import run_event_loop, serve
 
-    asyncio.run(serve(settings))
+    run_event_loop(serve(settings))
 
 
 def run_processes(settings: GatewaySettings) -> int:

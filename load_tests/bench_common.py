@@ -38,6 +38,7 @@ from llmgateway.worker.v1 import worker_pb2 as wpb
 from llmgateway.worker.v1 import worker_pb2_grpc as wpb_grpc
 
 from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
+from gateway.server import run_event_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DEFAULTS = ROOT / "policy" / "examples" / "health-region" / "defaults.yaml"
@@ -484,9 +485,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sim = json.loads(args.sim)
         if "models" in sim:
             sim["models"] = tuple(sim["models"])
-        asyncio.run(_serve_worker(args.port, sim))
+        run_event_loop(_serve_worker(args.port, sim))  # uvloop, as the gateway runs
     else:
-        asyncio.run(_serve_proxy(args.port, args.worker))
+        run_event_loop(_serve_proxy(args.port, args.worker))
 
 
 if __name__ == "__main__":

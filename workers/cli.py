@@ -14,6 +14,7 @@ from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
 from gateway.residency import EgressGuard, ResidencySettings, ResidencyViolation
+from gateway.server import run_event_loop
 from gateway.telemetry import TelemetrySettings, start_tracing
 from workers.engine import Engine
 from workers.registration import DEFAULT_PREFIX, Advert, RedisRegistration, redis_client
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "drain":
             return asyncio.run(_drain(args))
-        asyncio.run(_serve(args))
+        run_event_loop(_serve(args))  # uvloop, like the gateway
     except (ImportError, ValueError, ResidencyViolation) as exc:  # missing engine, bad option
         print(f"llm-worker: {exc}", file=sys.stderr)
         return 2
