@@ -14,28 +14,9 @@ from llmgateway.v1 import gateway_pb2_grpc
 from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
 from gateway.server import GatewayHandle, start_gateway
 from gateway.settings import GatewaySettings
-from policy.settings import PolicySettings
-from tests.helpers import StartGateway, StartWorker
+from tests.helpers import FAST_SIM, StartGateway, StartWorker, gateway_settings
 from workers.server import WorkerHandle, start_worker
 from workers.sim import SimConfig, SimEngine
-
-ROOT = Path(__file__).resolve().parents[1]
-TEST_POLICY = ROOT / "tests" / "fixtures" / "policy"
-EXAMPLE_POLICY = ROOT / "policy" / "examples" / "health-region"
-# Fast latency model for tests: visible streaming, quick suites.
-FAST_SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=1, prefill_ms_per_token=0)
-
-
-def gateway_settings(
-    data_dir: Path, policy_dir: Path = TEST_POLICY, **overrides: Any
-) -> GatewaySettings:
-    """Settings of a test gateway: dev-key auth, a policy directory, state under data_dir."""
-    base = GatewaySettings(
-        auth=dev_auth_settings(data_dir),
-        policy=PolicySettings(policy_dir, reload_interval_s=0.2),
-        data_dir=data_dir,
-    )
-    return replace(base, **overrides)
 
 
 def _with_token(details: Any, header: tuple[str, str]) -> Any:

@@ -5,9 +5,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+from gateway.auth.devkeys import dev_auth_settings
 from gateway.server import GatewayHandle
+from gateway.settings import GatewaySettings
+from policy.settings import PolicySettings
 from workers.server import WorkerHandle
+from workers.sim import SimConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_POLICY = ROOT / "tests" / "fixtures" / "policy"
+EXAMPLE_POLICY = ROOT / "policy" / "examples" / "health-region"
+# Fast latency model for tests: visible streaming, quick suites.
+FAST_SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=1, prefill_ms_per_token=0)
 
 StartWorker = Callable[..., Awaitable[WorkerHandle]]
 StartGateway = Callable[..., Awaitable[GatewayHandle]]
@@ -20,3 +33,15 @@ async def wait_until(predicate: Callable[[], bool], within: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not reached within {within * 1000:.0f} ms")
         await asyncio.sleep(0.002)
+
+
+def gateway_settings(
+    data_dir: Path, policy_dir: Path = TEST_POLICY, **overrides: Any
+) -> GatewaySettings:
+    """Settings of a test gateway: dev-key auth, a policy directory, state under data_dir."""
+    base = GatewaySettings(
+        auth=dev_auth_settings(data_dir),
+        policy=PolicySettings(policy_dir, reload_interval_s=0.2),
+        data_dir=data_dir,
+    )
+    return replace(base, **overrides)

@@ -12,8 +12,7 @@ from llmgateway.v1 import gateway_pb2_grpc
 
 from audit.settings import AuditSpoolSettings
 from gateway.auth.devkeys import dev_auth_settings
-from tests.conftest import gateway_settings
-from tests.helpers import StartGateway, StartWorker
+from tests.helpers import StartGateway, StartWorker, gateway_settings
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:

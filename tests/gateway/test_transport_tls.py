@@ -16,8 +16,7 @@ from audit.store import serve_store
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.client_tls import ClientTls
 from gateway.server import GatewayHandle
-from tests.conftest import FAST_SIM, gateway_settings
-from tests.helpers import StartGateway, wait_until
+from tests.helpers import FAST_SIM, StartGateway, gateway_settings, wait_until
 from tests.support.pki import Ca
 from workers.server import WorkerHandle, start_worker
 from workers.sim import SimEngine

@@ -12,8 +12,7 @@ from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
 from gateway.auth.devkeys import dev_auth_settings
-from tests.conftest import gateway_settings
-from tests.helpers import StartGateway, StartWorker, wait_until
+from tests.helpers import StartGateway, StartWorker, gateway_settings, wait_until
 from tests.support.redis_server import RedisServer
 from workers.registration import Advert, RedisRegistration, redis_client
 

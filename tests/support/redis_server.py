@@ -21,6 +21,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid port and free too."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+
+
 def resp(*args: str) -> bytes:
     """One Redis command encoded in RESP, for raw-socket test setup."""
     return f"*{len(args)}\r\n".encode() + b"".join(
@@ -44,7 +58,9 @@ class RedisServer:
         self._extra_args = extra_args
         self._dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
         self._process: subprocess.Popen[bytes] | None = None
-        self.port = free_port()
+        # A cluster node also listens on port + 10000 (its cluster bus).
+        cluster = "--cluster-enabled" in extra_args
+        self.port = free_cluster_port() if cluster else free_port()
 
     @property
     def url(self) -> str:

@@ -14,9 +14,8 @@ from llmgateway.v1 import gateway_pb2_grpc
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.residency import EgressGuard, ResidencySettings
 from gateway.telemetry import TelemetrySettings, start_tracing
-from tests.conftest import FAST_SIM, gateway_settings
 from tests.gateway.observability.otlp_collector import run_collector
-from tests.helpers import StartGateway
+from tests.helpers import FAST_SIM, StartGateway, gateway_settings
 from workers.server import start_worker
 from workers.sim import SimEngine
 

@@ -36,9 +36,15 @@ from gateway.routing.settings import RoutingSettings
 from gateway.server import GatewayHandle, start_gateway
 from gateway.settings import GatewaySettings
 from gateway.telemetry import TelemetrySettings
-from tests.conftest import EXAMPLE_POLICY, TEST_POLICY, gateway_settings
 from tests.gateway.observability.otlp_collector import Collector, run_collector
-from tests.helpers import StartGateway, StartWorker, wait_until
+from tests.helpers import (
+    EXAMPLE_POLICY,
+    TEST_POLICY,
+    StartGateway,
+    StartWorker,
+    gateway_settings,
+    wait_until,
+)
 from workers.sim import SimConfig
 
 LLAMA = "llama-3.1-8b-instruct"

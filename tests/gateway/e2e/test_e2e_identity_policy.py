@@ -33,8 +33,7 @@ from gateway.auth.devkeys import dev_auth_settings, dev_key_path
 from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
 from gateway.server import GatewayHandle
 from policy.settings import PolicySettings
-from tests.conftest import EXAMPLE_POLICY, gateway_settings
-from tests.helpers import StartGateway, StartWorker, wait_until
+from tests.helpers import EXAMPLE_POLICY, StartGateway, StartWorker, gateway_settings, wait_until
 from workers.server import WorkerHandle
 from workers.sim import SimConfig
 

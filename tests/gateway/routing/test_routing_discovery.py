@@ -13,9 +13,8 @@ from gateway.routing.dns_discovery import DnsDiscovery
 from gateway.routing.factory import build_registry
 from gateway.routing.registry import StaticDiscovery, WorkerRegistry
 from gateway.routing.settings import RoutingSettings
-from tests.conftest import FAST_SIM
 from tests.gateway.routing.routing_helpers import FAST_ROUTING, MODEL, StartRouter, call, run
-from tests.helpers import StartWorker, wait_until
+from tests.helpers import FAST_SIM, StartWorker, wait_until
 from tests.support.redis_server import RedisServer
 from workers.registration import Advert, RedisRegistration, advert_key, index_key, redis_client
 from workers.server import start_worker

@@ -9,9 +9,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from gateway.routing.router import Router
-from tests.conftest import FAST_SIM
 from tests.gateway.routing.routing_helpers import MODEL, StartRouter, call, run
-from tests.helpers import StartWorker, wait_until
+from tests.helpers import FAST_SIM, StartWorker, wait_until
 from workers import cli
 from workers.engine import EngineChunk, EngineRequest, EngineUnavailable
 from workers.server import SERVICE_NAME, WorkerHandle, start_worker
