@@ -32,6 +32,8 @@ lint: $(STAMP) $(BUF)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
+	$(BIN)/llm-gateway policy check policy/examples/health-region
+	$(BIN)/llm-gateway check-config --config deploy/gateway.yaml
 
 ## Lint, type checks, proto lint, then the whole test suite.
 test: lint
