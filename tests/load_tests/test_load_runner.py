@@ -128,11 +128,12 @@ async def test_open_loop_keeps_its_rate_when_the_server_is_slow(
     first = max(s.latency_s for s in by_start[:5])
     last = min(s.latency_s for s in by_start[-10:])
     # Latency counts from the scheduled start, so the backlog shows: no coordinated omission.
-    assert first < 0.2
+    # Margins leave room for a loaded CI machine; the backlog (>= 0.6 s) is far above them.
+    assert first < 0.3
     assert last > 0.6
     assert run.elapsed_s >= 1.8
     lag = results["launch_lag_ms"]
-    assert lag is not None and lag["p99"] < 50.0
+    assert lag is not None and lag["p99"] < 150.0
 
 
 async def test_stepped_open_loop_with_minted_token_reports_each_step(
