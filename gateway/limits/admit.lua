@@ -27,11 +27,14 @@ if state then
   return {0, 'request.duplicate_id', 0, {}, {}, 1, 0, {}}
 end
 
+-- Replicas stamp requests with their own clocks and requests reach Redis out of order, so a
+-- bucket's time never moves backwards: an earlier stamp refills nothing and takes nothing away.
 local function bucket_level(key, amount, period)
   local s = redis.call('HMGET', key, 'l', 't')
-  if not s[1] then return amount end
-  local level = tonumber(s[1]) + (now - tonumber(s[2])) * amount / math.max(1, period)
-  return math.min(amount, level)
+  if not s[1] then return amount, now end
+  local at = math.max(now, tonumber(s[2]))
+  local level = tonumber(s[1]) + (at - tonumber(s[2])) * amount / math.max(1, period)
+  return math.min(amount, level), at
 end
 
 local function budget_used(key, window)
@@ -92,8 +95,9 @@ for i = 1, n do
   local c = checks[i]
   if oks[i] then
     if c.kind == 'bucket' then
-      local level = bucket_level(c.key, c.amount, c.period) - c.cost
-      redis.call('HSET', c.key, 'l', string.format('%.17g', level), 't', now)
+      local level, at = bucket_level(c.key, c.amount, c.period)
+      level = level - c.cost
+      redis.call('HSET', c.key, 'l', string.format('%.17g', level), 't', at)
       local full_in = math.ceil((c.amount - level) * c.period / math.max(1, c.amount))
       redis.call('PEXPIRE', c.key, full_in + 1000)
     elseif c.kind == 'streams' then

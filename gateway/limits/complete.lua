@@ -24,9 +24,10 @@ for _, c in ipairs(charges) do
     if c.kind == 'bucket' then
       local s = redis.call('HMGET', c.key, 'l', 't')
       if s[1] then
-        local level = tonumber(s[1]) + (now - tonumber(s[2])) * c.amount / math.max(1, c.period)
+        local at = math.max(now, tonumber(s[2]))  -- a bucket's time never moves backwards
+        local level = tonumber(s[1]) + (at - tonumber(s[2])) * c.amount / math.max(1, c.period)
         level = math.min(c.amount, math.min(c.amount, level) + refund)
-        redis.call('HSET', c.key, 'l', string.format('%.17g', level), 't', now)
+        redis.call('HSET', c.key, 'l', string.format('%.17g', level), 't', at)
         local full_in = math.ceil((c.amount - level) * c.period / math.max(1, c.amount))
         redis.call('PEXPIRE', c.key, full_in + 1000)
       end

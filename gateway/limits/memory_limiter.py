@@ -241,10 +241,14 @@ class MemoryLimiter:
         state = self._buckets.get(check.key)
         if state is None:
             return float(check.amount)
-        refill = (now - state.at_ms) * check.amount / max(1, check.period_ms)
+        # Like admit.lua: a bucket's time never moves backwards (a clock step back refills nothing).
+        refill = max(0, now - state.at_ms) * check.amount / max(1, check.period_ms)
         return min(float(check.amount), state.level + refill)
 
     def _set_level(self, check: Check, level: float, now: int) -> None:
+        previous = self._buckets.get(check.key)
+        if previous is not None:
+            now = max(now, previous.at_ms)
         full = now + math.ceil((check.amount - level) * check.period_ms / max(1, check.amount))
         self._buckets[check.key] = _Bucket(level, now, full)
 

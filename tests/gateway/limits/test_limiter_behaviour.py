@@ -282,3 +282,18 @@ async def test_randomized_admissions_charge_exactly_what_was_used(
     remaining = await probe(limiter, limits)
     assert remaining["department.tokens_per_day"] == 600_000 - charged
     assert remaining["department.concurrent_streams"] == 19  # no leaked lease, only the probe
+
+
+async def test_an_earlier_stamp_neither_refills_nor_drains_a_bucket(
+    limiter: RateLimiter, clock: FakeClock
+) -> None:
+    # Replicas stamp admissions with their own clocks and Redis sees them out of order: a
+    # request stamped 3 s before the bucket's last update must find the same level, not less.
+    limits = dept(requests_per_minute=Limit(2, 60))
+    assert (await limiter.admit(admission(limits))).allowed
+    clock.advance(-3.0)
+    assert (await limiter.admit(admission(limits))).allowed
+    clock.advance(3.0)
+    refused = await limiter.admit(admission(limits))
+    assert not refused.allowed
+    assert refused.retry_after_s == pytest.approx(30.0)  # one refill every 30 s, none yet
