@@ -11,7 +11,6 @@ import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from audit.pseudonym import Pseudonymizer, content_hmac, load_or_create_key
 from audit.record import AuditRecord
@@ -21,19 +20,6 @@ from audit.spool import AuditSpool
 from gateway.client_tls import ClientTls
 
 log = logging.getLogger(__name__)
-
-
-class AuditSink(Protocol):
-    """Where the request path puts audit records."""
-
-    @property
-    def is_full(self) -> bool:
-        """True when the spool quota is reached: fail-closed departments must be refused."""
-        ...
-
-    async def append(self, record: AuditRecord) -> None:
-        """Store `record` durably; raises `audit.spool.SpoolFull` when the quota is reached."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

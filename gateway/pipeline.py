@@ -169,10 +169,8 @@ class Exchange:
         self.request = request
         self.result.model = request.model
         policy = pipeline.policy.current()
-        if (
-            request.model not in pipeline.router.models()
-            and request.model not in policy.model_catalog
-        ):
+        # The catalog lookup first: it is a dict hit, the router's scan visits every worker.
+        if request.model not in policy.model_catalog and not pipeline.router.serves(request.model):
             raise InvalidArgument(
                 f"model: unknown model {request.model!r}; "
                 "call ListModels for the models you may use",

@@ -6,7 +6,6 @@ With tracing disabled every call here is a no-op costing well under a microsecon
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -99,7 +98,3 @@ class RequestTrace:
         if self._enabled and allowed:
             t.record_content(self._root, t.GEN_AI_INPUT_MESSAGES, prompt, allowed=True)
             t.record_content(self._root, t.GEN_AI_OUTPUT_MESSAGES, answer, allowed=True)
-
-
-def now_ns() -> int:
-    return time.time_ns()

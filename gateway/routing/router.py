@@ -120,6 +120,10 @@ class Router:
     def registry(self) -> WorkerRegistry:
         return self._registry
 
+    def serves(self, model: str) -> bool:
+        """True if any known worker (ready or not) serves `model`."""
+        return any(model in worker.models for worker in self._registry.workers)
+
     def models(self) -> dict[str, ModelStatus]:
         """Every model any known worker serves (ready or not), with its ready-worker count."""
         pools: dict[str, set[str]] = {}
