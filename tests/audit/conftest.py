@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,7 @@ from audit.record import AuditRecord, Outcome, Timings
 from audit.settings import AuditStoreSettings
 from audit.sqlite_ledger import SqliteLedger
 from audit.store import AuditStoreHandle, serve_store
+from tests.support.ports import free_port
 
 MakeRecord = Callable[..., AuditRecord]
 
@@ -60,13 +60,6 @@ def make_record() -> MakeRecord:
     return make
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _as_postgres_user() -> list[str]:
     # PostgreSQL refuses to run as root; CI needs an unprivileged `postgres` account then.
     return ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
@@ -88,7 +81,7 @@ def postgres_server() -> Iterator[tuple[str, int]]:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     opts = f"-k {base} -p {port} -c listen_addresses='' -F"
     subprocess.run(
         [*run, "pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"), "-o", opts, "start"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from audit.spool import AuditSpool
 from audit.store import TRACE_SERVICE, AuditStoreHandle, serve_store
 from audit.verify import verify
 from tests.audit.conftest import MakeRecord
+from tests.support.ports import free_port
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
@@ -27,17 +27,10 @@ async def _until(predicate: Callable[[], bool]) -> None:
             await asyncio.sleep(0.02)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_store_down_then_back_delivers_everything_once(
     tmp_path: Path, make_record: MakeRecord
 ) -> None:
-    port = _free_port()
+    port = free_port()
     spool = AuditSpool(tmp_path / "spool.db", quota_bytes=10**9, source="gw-0")
     shipper = Shipper(
         spool, f"127.0.0.1:{port}", batch_size=16, max_backoff_s=0.2, export_timeout_s=1.0
@@ -71,7 +64,7 @@ async def test_close_is_bounded_and_keeps_undelivered_records(
     tmp_path: Path, make_record: MakeRecord
 ) -> None:
     spool = AuditSpool(tmp_path / "spool.db", quota_bytes=10**9, source="gw-0")
-    shipper = Shipper(spool, f"127.0.0.1:{_free_port()}", max_backoff_s=0.1, export_timeout_s=0.5)
+    shipper = Shipper(spool, f"127.0.0.1:{free_port()}", max_backoff_s=0.1, export_timeout_s=0.5)
     await shipper.start()
     await spool.append(make_record())
     started = time.monotonic()

@@ -6,23 +6,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
 from audit.settings import AuditSpoolSettings
 from gateway.auth.devkeys import dev_auth_settings
 from tests.helpers import StartGateway, StartWorker, gateway_settings
-
-
-def _reason(error: grpc.aio.AioRpcError) -> str:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return ""
+from tests.support.rpc_status import detail
 
 
 async def test_full_spool_fails_closed_for_required_audit(
@@ -53,7 +44,8 @@ async def test_full_spool_fails_closed_for_required_audit(
             except grpc.aio.AioRpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE
                 assert "audit spool is full" in error.details()
-                assert _reason(error) == "audit.spool_full"
+                info = detail(error, error_details_pb2.ErrorInfo)
+                assert info is not None and info.reason == "audit.spool_full"
                 break
         else:
             pytest.fail("the spool never filled up")

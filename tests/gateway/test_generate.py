@@ -6,10 +6,11 @@ import time
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from llmgateway.v1 import gateway_pb2 as pb
 
 from tests.helpers import StartGateway, StartWorker, wait_until
+from tests.support.rpc_status import rich_status
 from workers.sim import SimConfig
 
 MODEL = "llama-3.1-8b-instruct"
@@ -94,13 +95,6 @@ async def test_hundred_tokens_stream_as_generated(
     assert len(arrivals) > 50  # not buffered into a few big messages
 
 
-def _status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            return status_pb2.Status.FromString(value)
-    raise AssertionError("no rich status details")
-
-
 @pytest.mark.parametrize(
     ("overrides", "field", "phrase"),
     [
@@ -142,7 +136,7 @@ async def test_invalid_requests_are_invalid_argument(stub, overrides, field, phr
             await call
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert phrase in info.value.details()
-        status = _status_details(info.value)
+        status = rich_status(info.value)
         bad = error_details_pb2.BadRequest()
         assert status.details[0].Unpack(bad)
         assert bad.field_violations[0].field == field

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import shlex
-import socket
 import sys
 from collections import Counter
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from load_tests.runner import LoadRunner, TargetUnreachable
 from load_tests.scenario import load_scenario
 from tests.load_tests.conftest import StartGateway, WriteScenario
 from tests.load_tests.fake_inference import EXHAUSTED_MODEL, UNAVAILABLE_MODEL, Behaviour
+from tests.support.ports import free_port
 
 
 def scenario(target: str, load: Mapping[str, object], **overrides: object) -> dict[str, object]:
@@ -209,9 +209,7 @@ async def test_stop_ends_the_schedule_early_and_still_reports(
 async def test_unreachable_target_fails_before_the_load_starts(
     write_scenario: WriteScenario,
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     path = write_scenario(
         scenario(
             f"127.0.0.1:{port}",

@@ -6,7 +6,6 @@ The gateway runs in a process of its own (`gateway_proc.py`); load comes from th
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from audit.store import serve_store
 from audit.verify import verify
 from tests.gateway.e2e.gateway_proc import SOURCE, SPOOL, start_gateway_process
 from tests.helpers import wait_until
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 CLIENTS = 8
@@ -36,21 +36,13 @@ def ids(db: Path, table: str) -> set[str]:
         conn.close()
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on: an audit store that is down."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 async def test_sigkill_under_load_loses_no_record_of_an_answered_request(
     tmp_path: Path, data_dir: Path, mint: Callable[..., str]
 ) -> None:
     auth = [("authorization", f"Bearer {mint()}")]  # also creates the key the child trusts
     # The store is down while the first process runs, so every record it wrote is still in
     # its spool when it dies.
-    first = await start_gateway_process(data_dir, f"127.0.0.1:{closed_port()}")
+    first = await start_gateway_process(data_dir, f"127.0.0.1:{free_port()}")
     answered: set[str] = set()
     cut_mid_stream = 0
     request = pb.GenerateStreamRequest(

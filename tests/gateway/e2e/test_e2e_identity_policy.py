@@ -22,7 +22,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from llmgateway.v1 import gateway_pb2 as pb
@@ -34,6 +34,7 @@ from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
 from gateway.server import GatewayHandle
 from policy.settings import PolicySettings
 from tests.helpers import EXAMPLE_POLICY, StartGateway, StartWorker, gateway_settings, wait_until
+from tests.support.rpc_status import detail, rich_status
 from workers.server import WorkerHandle
 from workers.sim import SimConfig
 
@@ -70,16 +71,10 @@ def streaming(request: pb.GenerateRequest) -> pb.GenerateStreamRequest:
 
 def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     """The ErrorInfo detail of a refusal, parsed from `grpc-status-details-bin`."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            assert isinstance(value, bytes)
-            status = status_pb2.Status.FromString(value)
-            assert status.code == error.code().value[0]
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info
-    raise AssertionError("the refusal carries no google.rpc.ErrorInfo")
+    assert rich_status(error).code == error.code().value[0]
+    info = detail(error, error_details_pb2.ErrorInfo)
+    assert info is not None, "the refusal carries no google.rpc.ErrorInfo"
+    return info
 
 
 # Fields that are hex digests, ids or times: a CPR fragment such as "4285" can turn up in them by

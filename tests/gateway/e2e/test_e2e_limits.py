@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
@@ -31,6 +31,7 @@ from gateway.settings import GatewaySettings
 from policy.settings import PolicySettings
 from tests.helpers import StartGateway, StartWorker, wait_until
 from tests.support.redis_server import RedisServer
+from tests.support.rpc_status import rich_status
 from workers.server import WorkerHandle
 from workers.sim import SimConfig
 from workers.tokenizer import count_tokens
@@ -152,11 +153,7 @@ class Refusal:
 
 
 def refusal(err: grpc.aio.AioRpcError) -> Refusal:
-    status = next(
-        status_pb2.Status.FromString(value)
-        for key, value in err.trailing_metadata() or ()
-        if key == "grpc-status-details-bin"
-    )
+    status = rich_status(err)
     retry, quota, info = (
         error_details_pb2.RetryInfo(),
         error_details_pb2.QuotaFailure(),
