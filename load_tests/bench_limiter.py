@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +23,7 @@ from gateway.limits import (
     RateLimiter,
     RedisLimiter,
 )
+from load_tests.bench_common import start_redis
 from policy.limits import DepartmentLimits, Limit, LimitSet
 
 LIMITS = DepartmentLimits(
@@ -127,40 +124,18 @@ async def run(url: str, n: int, concurrency: int) -> list[tuple[str, float, floa
     ]
 
 
-def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found on PATH; pass --redis-url")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--redis-url")
     args = parser.parse_args()
-    proc, url = (None, args.redis_url) if args.redis_url else _start_redis()
+    redis, url = (None, args.redis_url) if args.redis_url else start_redis(None)
     try:
         rows = asyncio.run(run(url, args.requests, args.concurrency))
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait()
+        if redis is not None:
+            redis.stop()
     print(f"{args.requests} operations, throughput with {args.concurrency} concurrent callers")
     print(f"{'operation':<28}{'p50 ms':>10}{'p99 ms':>10}{'ops/s':>12}")
     for name, p50, p99, rate in rows:
