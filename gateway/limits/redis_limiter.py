@@ -135,7 +135,9 @@ class RedisLimiter:
         metrics.COMPLETIONS.labels(result=result.value).inc()
         return result
 
-    async def _reconcile(self, lease: Lease, used_tokens: int) -> Completion:
+    async def _reconcile(
+        self, lease: Lease, used_tokens: int, *, background: bool = False
+    ) -> Completion:
         now = int(self._clock() * 1000)
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
@@ -144,7 +146,12 @@ class RedisLimiter:
                     args=[now, lease.request_id, used_tokens, self._res_ttl_ms],
                 )
         except _STORE_ERRORS as err:
-            self._store_failed("complete", err)
+            if background:
+                # A background release must not postpone the next probe of Redis: during an
+                # outage those retries would keep the limiter degraded after Redis is back.
+                metrics.STORE_ERRORS.labels(operation="release").inc()
+            else:
+                self._store_failed("complete", err)
             return Completion.FAILED
         self._store_ok()
         return Completion(reply)
@@ -264,7 +271,7 @@ class RedisLimiter:
         # A few spaced tries; completing a reservation that never happened changes nothing.
         for _ in range(3):
             await asyncio.sleep(self._settings.retry_interval_s)
-            if await self._reconcile(lease, 0) is not Completion.FAILED:
+            if await self._reconcile(lease, 0, background=True) is not Completion.FAILED:
                 return
 
 

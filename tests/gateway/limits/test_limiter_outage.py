@@ -158,3 +158,19 @@ async def test_script_cache_flush_is_recovered(server: RedisServer) -> None:
     assert second.lease is not None
     assert await limiter.complete(second.lease, 1) is Completion.RECONCILED
     await limiter.close()
+
+
+async def test_background_releases_do_not_delay_recovery(server: RedisServer) -> None:
+    # A failed admission schedules background releases (the script may have run); their own
+    # failures while Redis is down must not push back the next probe once Redis is back.
+    limiter = make(server, retry_interval_s=1.0)
+    dept = limits(FailureMode.OPEN, rpm=10)
+    server.stop()
+    failed, _ = await timed_admit(limiter, dept)
+    assert failed.degraded
+    await asyncio.sleep(2.5)  # background releases failed at ~1 s and ~2 s
+    server.start()
+    after, _ = await timed_admit(limiter, dept)
+    assert after.allowed and not after.degraded
+    assert after.lease is not None and after.lease.backend is Backend.REDIS
+    await limiter.close()
