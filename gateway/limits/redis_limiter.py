@@ -1,8 +1,8 @@
 """The shared limiter: one Lua script per admission and per completion on a real Redis.
 
 Every replica runs the same scripts against the same keys, so limits hold across replicas.
-Each call is bounded by `decision_timeout_s`; redis-py makes no retries (a retried script after
-a read timeout could run twice, and its default retries stall for tens of seconds). When Redis
+Each call is bounded by `decision_timeout_s` and never retried (a retried script after a read
+timeout could run twice). The scripts run over `ScriptClient`, one pipelined connection. When Redis
 fails, the department's `failure_mode` decides: CLOSED refuses (the edge answers UNAVAILABLE),
 OPEN falls back to this replica's `MemoryLimiter` and marks the replica degraded.
 """
@@ -17,9 +17,6 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.limits import metrics
@@ -27,6 +24,7 @@ from gateway.limits.base import Admission, AdmissionDecision, Backend, Completio
 from gateway.limits.checks import Check, plan, reservation_key
 from gateway.limits.fallback import scaled_for_replicas
 from gateway.limits.memory_limiter import MemoryLimiter
+from gateway.limits.script_client import Script, ScriptClient
 from gateway.limits.settings import LimitsSettings
 from policy.limits import FailureMode
 
@@ -50,7 +48,7 @@ class RedisLimiter:
 
     def __init__(
         self,
-        client: Redis,
+        client: ScriptClient,
         settings: LimitsSettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -58,9 +56,9 @@ class RedisLimiter:
         self._client = client
         self._settings = settings
         self._clock = clock
-        self._admit_script = client.register_script(_script("admit.lua"))
-        self._complete_script = client.register_script(_script("complete.lua"))
-        self._heartbeat_script = client.register_script(_script("heartbeat.lua"))
+        self._admit_script = Script.of(_script("admit.lua"))
+        self._complete_script = Script.of(_script("complete.lua"))
+        self._heartbeat_script = Script.of(_script("heartbeat.lua"))
         self._fallback = MemoryLimiter(
             lease_ttl_s=settings.lease_ttl_s,
             reservation_ttl_s=settings.reservation_ttl_s,
@@ -81,13 +79,10 @@ class RedisLimiter:
         """Connect (lazily) to `settings.redis_url` with bounded timeouts and no retries."""
         if settings.redis_url is None:
             raise ValueError("limits.redis_url: required for the Redis limiter")
-        client = Redis.from_url(
+        client = ScriptClient.from_url(
             settings.redis_url,
-            socket_timeout=settings.socket_timeout_s,
-            socket_connect_timeout=settings.connect_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-            max_connections=settings.max_connections,
+            connect_timeout_s=settings.connect_timeout_s,
+            socket_timeout_s=settings.socket_timeout_s,
         )
         return cls(client, settings, clock=clock)
 
@@ -112,7 +107,7 @@ class RedisLimiter:
         ]
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._admit_script(keys=keys, args=args)
+                reply = await self._client.run(self._admit_script, keys=keys, args=args)
         except _STORE_ERRORS as err:
             self._store_failed("admit", err)
             # The script may have run before the reply was lost: release whatever it reserved.
@@ -141,8 +136,9 @@ class RedisLimiter:
         now = int(self._clock() * 1000)
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._complete_script(
-                    keys=list(lease.keys),
+                reply = await self._client.run(
+                    self._complete_script,
+                    keys=lease.keys,
                     args=[now, lease.request_id, used_tokens, self._res_ttl_ms],
                 )
         except _STORE_ERRORS as err:
@@ -167,8 +163,9 @@ class RedisLimiter:
         now = int(self._clock() * 1000)
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._heartbeat_script(
-                    keys=list(lease.keys),
+                reply = await self._client.run(
+                    self._heartbeat_script,
+                    keys=lease.keys,
                     args=[now, lease.request_id, self._lease_ttl_ms, self._res_ttl_ms],
                 )
         except _STORE_ERRORS as err:

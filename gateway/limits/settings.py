@@ -15,7 +15,9 @@ class LimitsSettings:
 
     - `redis_url`: shared store for every deployment with more than one replica (`redis://` or
       `rediss://`); None selects the in-process limiter (single gateway only).
-    - `connect_timeout_s` / `socket_timeout_s`: redis-py socket bounds (no retries are made).
+    - `connect_timeout_s`: the most opening the connection to Redis may take.
+    - `socket_timeout_s`: how long Redis may stay silent while commands wait before the
+      connection is dropped and those commands fail (no retries are made).
     - `decision_timeout_s`: the most one admission may wait for Redis before the department's
       failure mode applies.
     - `retry_interval_s`: after a Redis failure, how long decisions skip Redis before trying again.
@@ -35,7 +37,6 @@ class LimitsSettings:
     reservation_ttl_s: float = 900.0
     fallback_replicas: int = 1
     key_prefix: str = "llmgw:"
-    max_connections: int = 64
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], path: str = "limits") -> Self:
@@ -51,10 +52,6 @@ class LimitsSettings:
             fallback_replicas=positive(
                 typed(d, "fallback_replicas", path, int, base.fallback_replicas),
                 f"{path}.fallback_replicas",
-            ),
-            max_connections=positive(
-                typed(d, "max_connections", path, int, base.max_connections),
-                f"{path}.max_connections",
             ),
             key_prefix=_prefix(typed(d, "key_prefix", path, str, base.key_prefix), path),
             **seconds,

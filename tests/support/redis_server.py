@@ -102,11 +102,11 @@ class RedisServer:
         self._process = None
 
     def ping(self) -> bool:
-        """True if the server answers PING with PONG right now."""
+        """True if the server answers PING right now (PONG, or NOAUTH when it wants a password)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

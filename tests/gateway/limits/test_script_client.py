@@ -1,0 +1,179 @@
+"""The limiter's pipelined Redis client against a real redis-server: order, errors, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.limits.script_client import RedisAddress, Script, ScriptClient
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+ECHO = Script.of("return {KEYS[1], ARGV[1]}")
+BUSY = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
+return 1
+"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as started:
+        yield started
+
+
+def client_for(url: str, socket_timeout_s: float = 2.0) -> ScriptClient:
+    return ScriptClient.from_url(url, connect_timeout_s=2.0, socket_timeout_s=socket_timeout_s)
+
+
+@pytest.fixture
+async def client(server: RedisServer) -> AsyncIterator[ScriptClient]:
+    made = client_for(server.url)
+    yield made
+    await made.aclose()
+
+
+def test_url_forms() -> None:
+    plain = RedisAddress.from_url("redis://reader:p%40ss@redis.internal:6380/2")
+    assert (plain.host, plain.port, plain.db, plain.tls) == ("redis.internal", 6380, 2, None)
+    assert (plain.username, plain.password) == ("reader", "p@ss")
+    assert RedisAddress.from_url("redis://:only-password@h").password == "only-password"
+    assert RedisAddress.from_url("redis://:only-password@h").username is None
+    unix = RedisAddress.from_url("unix:///run/redis/redis.sock?db=3")
+    assert (unix.path, unix.db) == ("/run/redis/redis.sock", 3)
+    assert RedisAddress.from_url("rediss://h:6380/0").tls is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h/0?ssl_cert_reqs=none", "unsupported parameter(s) ssl_cert_reqs"),
+        ("http://h:6379", "expected redis://, rediss:// or unix://"),
+    ],
+)
+def test_url_errors_say_what_is_supported(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        RedisAddress.from_url(url)
+
+
+async def test_concurrent_calls_each_get_their_own_reply(client: ScriptClient) -> None:
+    """Hundreds of calls pipelined on one connection: replies are matched in order."""
+    replies = await asyncio.gather(*(client.run(ECHO, [f"key-{i}"], [str(i)]) for i in range(500)))
+    assert replies == [[f"key-{i}", str(i)] for i in range(500)]
+
+
+async def test_script_is_loaded_again_after_redis_forgets_it(
+    client: ScriptClient, server: RedisServer
+) -> None:
+    assert await client.run(ECHO, ["a"], ["1"]) == ["a", "1"]
+    server.command("SCRIPT", "FLUSH")
+    assert await client.run(ECHO, ["b"], ["2"]) == ["b", "2"]
+    assert await client.command("SCRIPT", "EXISTS", ECHO.sha) == [1]
+
+
+async def test_script_error_is_a_response_error_and_the_connection_stays_usable(
+    client: ScriptClient,
+) -> None:
+    failing = Script.of("return redis.call('INCR', KEYS[1])")
+    await client.command("SET", "not-a-number", "x")
+    with pytest.raises(ResponseError, match="not an integer"):
+        await client.run(failing, ["not-a-number"], [])
+    assert await client.run(ECHO, ["c"], ["3"]) == ["c", "3"]
+
+
+async def test_cancelled_call_does_not_shift_later_replies(client: ScriptClient) -> None:
+    slow = asyncio.ensure_future(client.run(Script.of(BUSY), ["k"], [50_000]))
+    await asyncio.sleep(0.01)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    # The busy script's reply still arrives first and must be dropped, not handed to this call.
+    assert await client.run(ECHO, ["d"], ["4"]) == ["d", "4"]
+
+
+async def test_selects_the_database_of_the_url(server: RedisServer) -> None:
+    db3, db0 = client_for(f"redis://127.0.0.1:{server.port}/3"), client_for(server.url)
+    try:
+        await db3.command("SET", "where", "three")
+        assert await db3.command("GET", "where") == "three"
+        assert await db0.command("GET", "where") is None
+    finally:
+        await db3.aclose()
+        await db0.aclose()
+
+
+async def test_password_and_acl_user() -> None:
+    with RedisServer(
+        extra_args=("--requirepass", "s3cret", "--user", "gw", "on", ">gw-pass", "~*", "+@all")
+    ) as locked:
+        for url in (
+            f"redis://:s3cret@127.0.0.1:{locked.port}/0",
+            f"redis://gw:gw-pass@127.0.0.1:{locked.port}/0",
+        ):
+            good = client_for(url)
+            assert await good.run(ECHO, ["e"], ["5"]) == ["e", "5"]
+            await good.aclose()
+        bad = client_for(f"redis://:wrong@127.0.0.1:{locked.port}/0")
+        with pytest.raises(RedisConnectionError, match="refused the credentials"):
+            await bad.run(ECHO, ["f"], ["6"])
+        await bad.aclose()
+
+
+async def test_unix_socket() -> None:
+    socket_path = Path(tempfile.mkdtemp(prefix="redis-sock-")) / "redis.sock"
+    with RedisServer(extra_args=("--unixsocket", str(socket_path), "--unixsocketperm", "700")):
+        over_socket = client_for(f"unix://{socket_path}?db=1")
+        assert await over_socket.run(ECHO, ["g"], ["7"]) == ["g", "7"]
+        await over_socket.aclose()
+
+
+async def test_restart_fails_waiting_calls_then_reconnects() -> None:
+    with RedisServer() as restarting:
+        client = client_for(restarting.url)
+        assert await client.run(ECHO, ["h"], ["8"]) == ["h", "8"]
+        restarting.stop()
+        with pytest.raises(RedisConnectionError):
+            await client.run(ECHO, ["i"], ["9"])
+        restarting.start()
+        assert await client.run(ECHO, ["j"], ["10"]) == ["j", "10"]
+        await client.aclose()
+
+
+async def test_unreachable_redis_is_a_connection_error() -> None:
+    with RedisServer() as gone:
+        url = gone.url
+    client = client_for(url)
+    with pytest.raises(RedisConnectionError, match="cannot connect"):
+        await client.run(ECHO, ["k"], ["11"])
+    await client.aclose()
+
+
+async def test_silent_redis_fails_waiting_calls_after_socket_timeout() -> None:
+    """A hung Redis: waiting calls fail within socket_timeout_s, and the next call reconnects."""
+    with RedisServer() as hung:
+        client = client_for(hung.url, socket_timeout_s=0.2)
+        assert await client.run(ECHO, ["l"], ["12"]) == ["l", "12"]
+        # Another connection keeps the single-threaded server busy for 1.5 s.
+        busy = threading.Thread(target=hung.command, args=("EVAL", BUSY, "0", "1500000"))
+        busy.start()
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError, match="socket_timeout_s"):
+            await client.run(ECHO, ["m"], ["13"])
+        waited = time.monotonic() - started
+        assert 0.15 <= waited < 1.2, waited
+        busy.join()
+        assert await client.run(ECHO, ["n"], ["14"]) == ["n", "14"]
+        await client.aclose()
