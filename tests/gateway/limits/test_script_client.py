@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -177,3 +178,14 @@ async def test_silent_redis_fails_waiting_calls_after_socket_timeout() -> None:
         busy.join()
         assert await client.run(ECHO, ["n"], ["14"]) == ["n", "14"]
         await client.aclose()
+
+
+def test_runs_on_uvloop_the_gateways_event_loop(server: RedisServer) -> None:
+    async def scenario() -> list[object]:
+        client = client_for(server.url)
+        try:
+            return list(await asyncio.gather(*(client.run(ECHO, ["o"], [i]) for i in range(50))))
+        finally:
+            await client.aclose()
+
+    assert uvloop.run(scenario()) == [["o", str(i)] for i in range(50)]
