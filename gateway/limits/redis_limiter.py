@@ -17,21 +17,19 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from gateway.limits import metrics
 from gateway.limits.base import Admission, AdmissionDecision, Backend, Completion, Lease
 from gateway.limits.checks import Check, plan, reservation_key
 from gateway.limits.fallback import scaled_for_replicas
 from gateway.limits.memory_limiter import MemoryLimiter
-from gateway.limits.script_client import Script, ScriptClient
+from gateway.limits.script_client import ReplyError, Script, ScriptClient
 from gateway.limits.settings import LimitsSettings
 from policy.limits import FailureMode
 
 _log = logging.getLogger(__name__)
 
 # Errors that mean "the store did not answer": anything else is a bug and must surface.
-_STORE_ERRORS = (RedisError, OSError, TimeoutError)
+_STORE_ERRORS = (ReplyError, OSError, TimeoutError)
 _ORPHAN_RELEASE_LIMIT = 10_000
 
 
