@@ -62,4 +62,11 @@ class Pseudonymizer:
 
 def content_hmac(key: bytes, text: str) -> str:
     """Hex HMAC-SHA256 of prompt or answer text: proves what was sent without storing it."""
-    return hmac.new(key, b"content\x00" + text.encode(), hashlib.sha256).hexdigest()
+    hasher = content_hasher(key)
+    hasher.update(text.encode())
+    return hasher.hexdigest()
+
+
+def content_hasher(key: bytes) -> hmac.HMAC:
+    """`content_hmac` computed incrementally: `update` with the text's UTF-8 in parts."""
+    return hmac.new(key, b"content\x00", hashlib.sha256)

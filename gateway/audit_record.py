@@ -65,8 +65,14 @@ def build_record(
     span_id: str,
 ) -> AuditRecord:
     """One record: pseudonymised subject, keyed hashes, text only when policy allows it."""
-    answer = "".join(result.text_parts)
+    answer = result.answer
     full = decision is not None and decision.audit_content is AuditContent.FULL
+    if not answer.produced:
+        answer_hmac = ""
+    elif answer.hasher is not None:
+        answer_hmac = answer.hasher.hexdigest()
+    else:
+        answer_hmac = keys.content(answer.text)
     return AuditRecord(
         record_id=result.request_id,
         time_ns=time.time_ns(),
@@ -85,9 +91,9 @@ def build_record(
         rules_fired=decision.rules_fired if decision else (),
         redactions=dict(decision.redactions) if decision else {},
         prompt_hmac=keys.content("\x1e".join(original_texts)) if original_texts else "",
-        answer_hmac=keys.content(answer) if answer else "",
+        answer_hmac=answer_hmac,
         prompt_text="\x1e".join(sent_texts) if full and sent_texts else None,
-        answer_text=answer if full and answer else None,
+        answer_text=answer.text if full and answer.produced else None,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
         timings=Timings(result.queue_ms, result.time_to_first_token_ms, result.total_ms),

@@ -7,12 +7,13 @@ shipper delivers spooled records to the audit store in the background.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.pseudonym import Pseudonymizer, content_hmac, load_or_create_key
+from audit.pseudonym import Pseudonymizer, content_hasher, content_hmac, load_or_create_key
 from audit.record import AuditRecord
 from audit.settings import AuditSpoolSettings
 from audit.shipper import Shipper
@@ -40,6 +41,10 @@ class AuditKeys:
     def content(self, text: str) -> str:
         """The keyed hash of prompt or answer text."""
         return content_hmac(self.content_key, text)
+
+    def content_hasher(self) -> hmac.HMAC:
+        """`content` computed incrementally, for an answer hashed as it streams."""
+        return content_hasher(self.content_key)
 
 
 def audit_tls(settings: AuditSpoolSettings) -> ClientTls | None:

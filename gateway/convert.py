@@ -136,7 +136,7 @@ def generate_response(result: GenerationResult) -> pb.GenerateResponse:
     return pb.GenerateResponse(
         request_id=result.request_id,
         model=result.model,
-        text="".join(result.text_parts),
+        text=result.answer.text,
         usage=usage(result),
         finish_reason=finish_reason(result.finish_reason),
         timings=timings(result),

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from workers.engine import ChatTurn, FinishReason
 
-__all__ = ["ChatTurn", "FinishReason", "GenerationRequest", "GenerationResult", "StreamChunk"]
+__all__ = [
+    "Answer",
+    "ChatTurn",
+    "FinishReason",
+    "GenerationRequest",
+    "GenerationResult",
+    "StreamChunk",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,43 @@ class StreamChunk:
     token_count: int
 
 
+class Hasher(Protocol):
+    """An incremental hash (`hmac.HMAC`, `hashlib` objects)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+@dataclass(slots=True)
+class Answer:
+    """The generated text, kept only as far as it is needed after the last token.
+
+    Every part feeds `hasher` (the audit record's keyed hash of the answer) as it arrives; the
+    text itself is kept only when `keep_text`: for a unary reply, an audit record with full
+    content or content on the span. A stream that needs only the hash keeps no text, so its
+    memory does not grow with its length.
+    """
+
+    keep_text: bool = True
+    hasher: Hasher | None = None
+    parts: list[str] = field(default_factory=list)
+    produced: bool = False
+
+    def add(self, text: str) -> None:
+        if text:
+            self.produced = True
+        if self.keep_text:
+            self.parts.append(text)
+        if self.hasher is not None:
+            self.hasher.update(text.encode())
+
+    @property
+    def text(self) -> str:
+        """The text kept ("" when `keep_text` is off)."""
+        return "".join(self.parts)
+
+
 @dataclass(slots=True)
 class GenerationResult:
     """How a generation ended, filled in as it runs."""
@@ -57,4 +102,4 @@ class GenerationResult:
     total_ms: float = 0.0
     worker: str = ""
     retries: int = 0
-    text_parts: list[str] = field(default_factory=list)
+    answer: Answer = field(default_factory=Answer)

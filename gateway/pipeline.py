@@ -26,7 +26,13 @@ from gateway.admission import Admitted, admit_limits, decide_policy, policy_refu
 from gateway.audit_record import build_record, outcome_of
 from gateway.auditing import AuditTrail
 from gateway.auth.principal import CURRENT_PRINCIPAL, Principal
-from gateway.domain import FinishReason, GenerationRequest, GenerationResult, StreamChunk
+from gateway.domain import (
+    Answer,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    StreamChunk,
+)
 from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
@@ -44,6 +50,7 @@ from gateway.routing.router import RouteOutcome, Router, WorkerCall
 from gateway.settings import GatewaySettings
 from gateway.telemetry import Tracing, content_capture_allowed
 from policy.decision import Decision
+from policy.model import AuditContent
 from policy.store import PolicyStore
 from workers.convert import ROLE_NAMES
 from workers.tokenizer import count_chat_tokens, count_tokens
@@ -111,6 +118,7 @@ class Exchange:
     ) -> None:
         self._pipeline = pipeline
         self._context = context
+        self._streaming = streaming
         self._started = time.monotonic()
         self.principal: Principal | None = CURRENT_PRINCIPAL.get()
         self.request: GenerationRequest | None = None
@@ -236,6 +244,7 @@ class Exchange:
             department=admitted.department,
         )
         result = self.result
+        result.answer = self._answer()
         with self.trace.stage("route_and_generate") as span:
             async for message in self._pipeline.router.generate(call, self.route):
                 if message.prompt_tokens:
@@ -245,12 +254,24 @@ class Exchange:
                         result.time_to_first_token_ms = (time.monotonic() - self._started) * 1000
                         await self._context.send_initial_metadata(admitted.quota_metadata)
                     result.completion_tokens += message.token_count
-                    result.text_parts.append(message.text)
+                    result.answer.add(message.text)
                     yield StreamChunk(message.text, message.token_count)
                 if message.finish_reason:
                     result.finish_reason = _FINISH_FROM_WORKER[message.finish_reason]
                     result.completion_tokens = message.completion_tokens or result.completion_tokens
             span.set_attribute("llmgateway.worker", self.route.worker_id)
+
+    def _answer(self) -> Answer:
+        """Hash the answer as it streams; keep its text only where something needs it."""
+        decision = self.decision
+        keep_text = not self._streaming or (
+            decision is not None
+            and (
+                decision.audit_content is AuditContent.FULL
+                or content_capture_allowed(decision.capture_content)
+            )
+        )
+        return Answer(keep_text=keep_text, hasher=self._pipeline.audit.keys.content_hasher())
 
     def _deadline(self) -> float | None:
         remaining = self._context.time_remaining()
@@ -305,7 +326,7 @@ class Exchange:
         if request is not None and decision is not None:
             self.trace.record_content(
                 "\n".join(admitted.texts if admitted else request.texts),
-                "".join(result.text_parts),
+                result.answer.text,
                 allowed=content_capture_allowed(decision.capture_content),
             )
         # Content goes on the span before it ends (an ended span drops attributes).

@@ -461,6 +461,37 @@ async def test_prompt_text_is_kept_only_where_policy_allows_it(
     assert kept.encode() not in spans
 
 
+async def test_streamed_answer_is_hashed_as_it_streams_and_kept_only_where_allowed(
+    data_dir: Path, mint: Mint, start_sim_worker: StartWorker, start_test_gateway: StartGateway
+) -> None:
+    """A stream's answer is hashed part by part (a hashes department keeps no text of it): the
+    record's hash is the same keyed hash of the whole answer, and full content keeps the text."""
+    worker = await start_sim_worker()
+    gateway = await start_test_gateway(worker, settings=gateway_settings(data_dir, EXAMPLE_POLICY))
+    answers: dict[str, str] = {}
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
+        for department, request, roles in (
+            ("emergency", streamed("Triage note", classification="internal",
+                                   sampling=pb.SamplingParams(max_tokens=40)),
+             ("clinician",)),
+            ("administration", streamed("Draft a letter", model=QWEN), ()),
+        ):  # fmt: skip
+            call = stub.GenerateStream(
+                request, metadata=bearer(mint(department, "user-s", roles=roles))
+            )
+            parts = [message.text async for message in call]
+            answers[department] = "".join(parts)
+            assert len(parts) > 2 and answers[department]
+    records = {r.department: r for r in await gateway.pipeline.audit.spool.pending(10)}
+    keys = gateway.pipeline.audit.keys
+    hashed, kept = records["emergency"], records["administration"]
+    assert hashed.answer_hmac == keys.content(answers["emergency"])
+    assert hashed.answer_text is None
+    assert kept.answer_hmac == keys.content(answers["administration"])
+    assert kept.answer_text == answers["administration"]
+
+
 async def test_trace_content_capture_allowed_by_policy_reaches_the_span(
     tmp_path: Path,
     data_dir: Path,
