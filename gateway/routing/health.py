@@ -29,7 +29,8 @@ class WorkerMonitor:
     and readmits them when the probe succeeds. The load task holds a WatchLoad stream open so that
     load (and draining) is known within `load_report_ms`; when the stream breaks the worker is
     marked not serving at once, without waiting for the next health check. `on_change` is called
-    whenever readiness or load changes (the scheduler then retries waiting generations).
+    whenever readiness or load changes (the scheduler then retries waiting generations),
+    `on_info_change` whenever GetInfo reports other models or another pool than before.
     """
 
     def __init__(
@@ -38,11 +39,14 @@ class WorkerMonitor:
         settings: RoutingSettings,
         ejector: OutlierEjector,
         on_change: Callable[[], None],
+        *,
+        on_info_change: Callable[[], None],
     ) -> None:
         self.worker = worker
         self._settings = settings
         self._ejector = ejector
         self._on_change = on_change
+        self._on_info_change = on_info_change
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
 
@@ -98,10 +102,14 @@ class WorkerMonitor:
                 info.pool,
                 info.max_slots,
             )
+        models = frozenset(info.models)
+        changed = models != worker.models or info.pool != worker.pool
         worker.worker_id = info.worker_id
-        worker.models = frozenset(info.models)
+        worker.models = models
         worker.pool = info.pool
         worker.max_slots = info.max_slots
+        if changed:
+            self._on_info_change()
         if not worker.info_known:
             worker.info_known = True
             self._connected.set()

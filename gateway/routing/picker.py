@@ -1,41 +1,48 @@
-"""Choosing among eligible workers: rendezvous affinity bounded by load, else least loaded."""
+"""Choosing a worker among the candidates: bounded-load consistent hashing, else least loaded.
+
+Every pick looks at a few workers whatever the fleet's size. With a key it walks the candidates'
+hash ring from the key's position (consistent hashing with bounded loads, Mirrokni et al.): the
+first ready, not excluded worker with a free slot whose load after this request stays under
+`_KEEP_BELOW` of its slots, or within `load_factor` times the fleet's average (cached, see
+`Candidates.average_load`), wins. After `_WALK` distinct workers it gives up on affinity.
+Without a key, or after giving up: the less utilized of two random ready workers with a free slot
+(power of two choices, as Envoy's least-request balancer). With at most `_SCAN_UP_TO` candidates,
+or when sampling finds none, an exact scan picks the least utilized, so "None: every candidate is
+full" stays exact.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from llmgateway.worker.v1 import worker_pb2 as pb
 
+from gateway.routing.candidates import Candidates
 from gateway.routing.worker import WorkerState
 
 # Up to this share of its slots a worker keeps the sessions hashed to it whatever the others' load:
 # while every worker has room, reusing a KV cache is worth more than an even spread.
 _KEEP_BELOW = 0.5
+# Distinct workers an affinity pick tries on the ring before it falls back to the load alone.
+_WALK = 8
+# Up to this many candidates a load-only pick scans them all; above, it samples.
+_SCAN_UP_TO = 8
+# Power of d choices: workers with a free slot compared per load-only pick, and random draws
+# allowed to find them (not-ready, excluded and full workers are drawn and skipped).
+_CHOICES = 2
+_DRAWS = 8
 
 
-def eligible(
-    workers: Iterable[WorkerState],
-    model: str,
-    allowed_pools: tuple[str, ...] | None,
-    exclude: Sequence[WorkerState] = (),
-) -> list[WorkerState]:
-    """Ready workers serving `model` in a pool cleared for the request, minus `exclude`."""
-    return [
-        w
-        for w in workers
-        if model in w.models
-        and w.ready
-        and (allowed_pools is None or w.pool in allowed_pools)
-        and (not exclude or w not in exclude)
-    ]
+class NoReadyWorker(Exception):
+    """No ready, not excluded candidate: nothing will ever be picked by waiting for a slot."""
 
 
 def affinity_digest(
     department: str, affinity_key: str, message: pb.GenerateRequest, prefix_chars: int
 ) -> bytes:
-    """The rendezvous key: department plus the affinity key, or plus the prompt's prefix.
+    """The affinity key hashed: department plus the affinity key, or plus the prompt's prefix.
 
     The department is always part of it, so one session key used by two departments maps to
     unrelated workers: KV-cache reuse stays inside a department (the worker's `cache_salt`
@@ -58,56 +65,104 @@ def affinity_digest(
     return hashlib.blake2b(material, digest_size=16).digest()
 
 
-_MASK = (1 << 64) - 1
-
-
-def rendezvous_score(key: bytes, worker: WorkerState) -> int:
-    """Highest-random-weight score: stable per (key, worker), the same in every replica.
-
-    The key is hashed once per request (blake2b); per worker only a splitmix64 finalizer mixes it
-    with the worker's precomputed 64-bit id, which keeps a pick over 200 workers cheap.
-    """
-    return _mix(int.from_bytes(key[:8], "big") ^ worker.hash_int)
-
-
-def _mix(x: int) -> int:
-    x = (x * 0x9E3779B97F4A7C15) & _MASK
-    x ^= x >> 29
-    x = (x * 0xBF58476D1CE4E5B9) & _MASK
-    return x ^ (x >> 32)
-
-
 def pick(
-    candidates: Sequence[WorkerState], key: bytes | None, load_factor: float
+    candidates: Candidates,
+    key: bytes | None,
+    load_factor: float,
+    exclude: Sequence[WorkerState],
+    random: Callable[[], float],
 ) -> WorkerState | None:
     """The worker for the next generation, or None when every candidate is full.
 
-    With a key: the candidate with the highest rendezvous score among those with a free slot whose
-    load after this request stays within `load_factor` times the average (consistent hashing with
-    bounded loads) or under half its slots, so a session sticks to its worker until that worker is
-    saturated or clearly busier than the rest. Without a key, or when no candidate is within the
-    bound: the least utilized candidate with a free slot.
+    Raises NoReadyWorker when no candidate is ready (outside `exclude`). `random` draws in [0, 1)
+    for the power of two choices (see the module docstring for the whole procedure).
     """
-    # WorkerState.free_slots and .capacity inlined: this runs for every worker on every request.
-    loads = []
-    for w in candidates:
-        cap = w.reported_slots or w.max_slots or 1
-        loads.append((w, min(w.reported_free - w.unreported, cap - w.in_flight), cap))
-    free = [entry for entry in loads if entry[1] > 0]
-    if not free:
-        return None
+    workers = candidates.workers
+    if not workers:
+        raise NoReadyWorker
     if key is not None:
-        busy_total = 1 + sum(cap - slots for _, slots, cap in loads)
-        share = load_factor * busy_total / sum(cap for _, _, cap in loads)
-        key_int = int.from_bytes(key[:8], "big")
-        best: WorkerState | None = None
-        best_score = -1
-        for worker, slots, cap in free:
-            busy = cap - slots + 1
-            if busy <= math.ceil(share * cap) or busy <= cap * _KEEP_BELOW:
-                score = _mix(key_int ^ worker.hash_int)
-                if score > best_score:
-                    best, best_score = worker, score
-        if best is not None:
-            return best
-    return min(free, key=lambda e: (e[2] - e[1] + e[0].reported_queued) / e[2])[0]
+        worker = _by_affinity(candidates, key, load_factor, exclude)
+        if worker is not None:
+            return worker
+    if len(workers) > _SCAN_UP_TO:
+        worker = _sampled(workers, exclude, random)
+        if worker is not None:
+            return worker
+    return _least_utilized(workers, exclude)
+
+
+def _by_affinity(
+    candidates: Candidates, key: bytes, load_factor: float, exclude: Sequence[WorkerState]
+) -> WorkerState | None:
+    """The first worker clockwise from the key with a free slot and a load within the bound."""
+    ring = candidates.ring
+    owners = ring.owners
+    size = len(owners)
+    start = ring.start(key)
+    walk = min(_WALK, len(candidates.workers))
+    seen: list[WorkerState] = []
+    # WorkerState.free_slots and .capacity inlined: this is the request path.
+    for step in range(size):
+        w = owners[(start + step) % size]
+        if w in seen:
+            continue
+        seen.append(w)
+        if w.ready and (not exclude or w not in exclude):
+            cap = w.reported_slots or w.max_slots or 1
+            busy = cap - min(w.reported_free - w.unreported, cap - w.in_flight) + 1
+            if busy <= cap and (
+                busy <= cap * _KEEP_BELOW
+                or busy <= math.ceil(load_factor * candidates.average_load() * cap)
+            ):
+                return w
+        if len(seen) >= walk:
+            break
+    return None
+
+
+def _sampled(
+    workers: Sequence[WorkerState], exclude: Sequence[WorkerState], random: Callable[[], float]
+) -> WorkerState | None:
+    """The less utilized of `_CHOICES` random ready workers with a free slot (None: none found)."""
+    size = len(workers)
+    best: WorkerState | None = None
+    best_load = 0.0
+    found = 0
+    for _ in range(_DRAWS):
+        w = workers[int(random() * size)]
+        if w is best or not w.ready or (exclude and w in exclude):
+            continue
+        cap = w.reported_slots or w.max_slots or 1
+        free = min(w.reported_free - w.unreported, cap - w.in_flight)
+        if free <= 0:
+            continue
+        load = (cap - free + w.reported_queued) / cap
+        if best is None or load < best_load:
+            best, best_load = w, load
+        found += 1
+        if found == _CHOICES:
+            break
+    return best
+
+
+def _least_utilized(
+    workers: Sequence[WorkerState], exclude: Sequence[WorkerState]
+) -> WorkerState | None:
+    """The least utilized ready worker with a free slot: every candidate looked at."""
+    best: WorkerState | None = None
+    best_load = 0.0
+    ready = False
+    for w in workers:
+        if not w.ready or (exclude and w in exclude):
+            continue
+        ready = True
+        cap = w.reported_slots or w.max_slots or 1
+        free = min(w.reported_free - w.unreported, cap - w.in_flight)
+        if free <= 0:
+            continue
+        load = (cap - free + w.reported_queued) / cap
+        if best is None or load < best_load:
+            best, best_load = w, load
+    if not ready:
+        raise NoReadyWorker
+    return best

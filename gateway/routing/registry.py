@@ -56,7 +56,8 @@ class WorkerRegistry:
     more. Targets found at run time pass `guard` (the residency allowlist) before anything is
     sent to them; a refused target is logged and never contacted. A worker that leaves gets no new
     generations; its channel closes once its in-flight ones have finished. `subscribe` registers a
-    callback run whenever a worker's readiness or load changes.
+    callback run whenever a worker's readiness or load changes; `version` changes with the worker
+    list and with any worker's models or pool.
     """
 
     def __init__(
@@ -76,7 +77,30 @@ class WorkerRegistry:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribers: list[Callable[[], None]] = []
-        self.workers: list[WorkerState] = []
+        self._workers: tuple[WorkerState, ...] = ()
+        self._version = 0
+
+    @property
+    def workers(self) -> Sequence[WorkerState]:
+        """The workers known now, ready or not."""
+        return self._workers
+
+    @workers.setter
+    def workers(self, workers: Sequence[WorkerState]) -> None:
+        self._workers = tuple(workers)
+        self._version += 1
+
+    @property
+    def version(self) -> int:
+        """Changes whenever `workers` is replaced or a worker's models or pool change.
+
+        The router's `CandidateIndex` rebuilds its per-model worker sets when it sees a new one.
+        """
+        return self._version
+
+    def info_changed(self) -> None:
+        """A worker's models or pool changed (its monitor read a different GetInfo)."""
+        self._version += 1
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._subscribers.append(callback)
@@ -148,6 +172,7 @@ class WorkerRegistry:
                     self.settings,
                     self.ejector,
                     self.notify,
+                    on_info_change=self.info_changed,
                 )
                 for t in admitted
             ]

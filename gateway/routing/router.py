@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from gateway.errors import (
     Unavailable,
     retry_info,
 )
+from gateway.routing.candidates import CandidateIndex
 from gateway.routing.metrics import RETRIES
-from gateway.routing.picker import affinity_digest, eligible, pick
+from gateway.routing.picker import NoReadyWorker, affinity_digest, pick
 from gateway.routing.registry import WorkerRegistry
 from gateway.routing.scheduler import Scheduler
 from gateway.routing.settings import RoutingSettings
@@ -102,18 +104,22 @@ class Router:
     """Chooses workers for generations and relays their streams.
 
     A generation goes to a ready worker serving its model in a cleared pool, preferring the
-    worker its affinity key hashes to while that one has room (`picker.pick`); when every such
-    worker is full it waits in the priority queue (`Scheduler`). Failures before the first token
-    that another worker may not share (connection refused, draining, queue full) are retried on a
-    different worker, at most `max_attempts` tries in all and never past the deadline; after the
-    first token a failure ends the stream with UNAVAILABLE, so no token is ever sent twice.
-    Failed generations feed outlier ejection; worker status codes are mapped, never passed on.
+    worker its affinity key hashes to while that one has room (`picker.pick`, over the workers
+    `CandidateIndex` keeps per model and pools: a pick costs the same with 2 or 200 workers);
+    when every such worker is full it waits in the priority queue (`Scheduler`). Failures before
+    the first token that another worker may not share (connection refused, draining, queue full)
+    are retried on a different worker, at most `max_attempts` tries in all and never past the
+    deadline; after the first token a failure ends the stream with UNAVAILABLE, so no token is
+    ever sent twice. Failed generations feed outlier ejection; worker status codes are mapped,
+    never passed on.
     """
 
     def __init__(self, registry: WorkerRegistry, settings: RoutingSettings | None = None) -> None:
         self._registry = registry
         self._settings = settings or registry.settings
         self.scheduler = Scheduler(self._settings)
+        self._index = CandidateIndex(registry)
+        self._random = random.Random().random
         registry.subscribe(self.scheduler.wake)
 
     @property
@@ -122,7 +128,7 @@ class Router:
 
     def serves(self, model: str) -> bool:
         """True if any known worker (ready or not) serves `model`."""
-        return any(model in worker.models for worker in self._registry.workers)
+        return self._index.serves(model)
 
     def models(self) -> dict[str, ModelStatus]:
         """Every model any known worker serves (ready or not), with its ready-worker count."""
@@ -146,14 +152,15 @@ class Router:
 
         Raises Unavailable when no ready worker serves `model` in an allowed pool.
         """
-        candidates = eligible(self._registry.workers, model, allowed_pools, exclude)
-        if not candidates:
+        candidates = self._index.get(model, allowed_pools)
+        try:
+            return pick(candidates, key, self._settings.affinity_load_factor, exclude, self._random)
+        except NoReadyWorker:
             raise Unavailable(
                 f"no healthy worker serves model {model!r} in a pool cleared for this request; "
                 "retry later or ask the operators",
                 details=[retry_info(1.0)],
-            )
-        return pick(candidates, key, self._settings.affinity_load_factor)
+            ) from None
 
     async def generate(
         self, call: WorkerCall, outcome: RouteOutcome

@@ -54,8 +54,8 @@ class WorkerState:
     ejected_until: float | None = None
     last_ejected: float = 0.0
     retired: bool = False
-    # Bytes that identify the worker in rendezvous hashing: the target is the same in every
-    # gateway replica, so all replicas prefer the same worker for one key.
+    # The worker's identity on the hash ring (its points derive from it): the target is the same
+    # in every gateway replica, so all replicas build the same ring and prefer the same worker.
     hash_int: int = 0
 
     @classmethod

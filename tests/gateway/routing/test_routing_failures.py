@@ -11,7 +11,8 @@ from llmgateway.v1 import gateway_pb2 as gpb
 from llmgateway.v1 import gateway_pb2_grpc
 from llmgateway.worker.v1 import worker_pb2
 
-from gateway.routing.picker import affinity_digest, rendezvous_score
+from gateway.routing.candidates import HashRing
+from gateway.routing.picker import affinity_digest
 from gateway.server import GatewayHandle
 from tests.helpers import StartGateway, StartWorker, wait_until
 from workers.server import WorkerHandle
@@ -25,16 +26,16 @@ Connect = Callable[[GatewayHandle], grpc.aio.Channel]
 
 
 def key_preferring(gateway: GatewayHandle, target: WorkerHandle, department: str = "qa") -> str:
-    """An affinity key whose rendezvous winner (for the test token's department) is `target`.
+    """An affinity key whose ring owner (for the test token's department) is `target`.
 
-    With an affinity key the prompt plays no part in the hash, hence the empty message.
+    With an affinity key the prompt plays no part in the hash, hence the empty message. Every
+    worker serves MODEL, so the ring over all of them is the router's.
     """
-    workers = gateway.registry.workers
+    ring = HashRing(gateway.registry.workers)
     for i in range(1000):
         key = f"session-{i}"
-        digest = affinity_digest(department, key, worker_pb2.GenerateRequest(), 512)
-        best = max(workers, key=lambda w, d=digest: rendezvous_score(d, w))  # type: ignore[misc]
-        if best.target == target.target:
+        owner = ring.owner(affinity_digest(department, key, worker_pb2.GenerateRequest(), 512))
+        if owner is not None and owner.target == target.target:
             return key
     raise AssertionError("no key prefers the worker")
 

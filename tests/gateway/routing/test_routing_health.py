@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from grpc_health.v1 import health_pb2
 
+from gateway.routing.candidates import HashRing
+from gateway.routing.picker import affinity_digest
 from gateway.routing.router import Router
 from tests.gateway.routing.routing_helpers import MODEL, StartRouter, call, run
 from tests.helpers import FAST_SIM, StartWorker, wait_until
@@ -33,12 +35,10 @@ class FailingSim(SimEngine):
 
 def preferred_key(router: Router, worker: WorkerHandle) -> str:
     """A session key that the router sends to `worker` while it is healthy."""
-    from gateway.routing.picker import affinity_digest, rendezvous_score
-
-    states = router.registry.workers
+    ring = HashRing(router.registry.workers)  # every worker serves MODEL: the router's ring
     for i in range(1000):
-        digest = affinity_digest("ed", f"k{i}", call().message, 512)
-        if max(states, key=lambda w, d=digest: rendezvous_score(d, w)).target == worker.target:  # type: ignore[misc]
+        owner = ring.owner(affinity_digest("ed", f"k{i}", call().message, 512))
+        if owner is not None and owner.target == worker.target:
             return f"k{i}"
     raise AssertionError("no key prefers the worker")
 
