@@ -6,7 +6,8 @@ directly, a bare grpc.aio pass-through proxy (one hop, no logic), and the full g
 JWT, policy, Redis limiter on a real redis-server, durable audit spool, tracing off). The proxy
 and the gateway run on their own CPU; the load generator, the worker and Redis on the other.
 Prints closed-loop throughput, the hop's CPU per request, unloaded latency p50/p99 and the
-ratios the project's goals are stated in.
+ratios the project's goals are stated in. The targets are measured in interleaved rounds, so the
+shared VM's drifts in speed affect them alike.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -42,23 +43,47 @@ class Row:
     p99_ms: float
 
 
+@dataclass
+class Tally:
+    """What one target did over every round: calls, seconds, server CPU, unloaded latencies."""
+
+    calls: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+
 async def measure(
-    name: str, call: bc.Call, server: bc.Child, args: argparse.Namespace
-) -> tuple[Row, list[float]]:
-    """Warm up, then closed loop (throughput, server CPU per call), then one caller (latency)."""
-    await bc.closed_loop(call, args.concurrency, args.warmup)
-    cpu_before = server.cpu_seconds()
-    loop = await bc.closed_loop(call, args.concurrency, args.seconds)
-    cpu_us = (server.cpu_seconds() - cpu_before) / max(loop.calls, 1) * 1e6
-    latencies = await bc.sequential(call, args.unloaded)
-    row = Row(
-        name,
-        loop.rate,
-        cpu_us,
-        bc.percentile(latencies, 50) * 1000,
-        bc.percentile(latencies, 99) * 1000,
-    )
-    return row, latencies
+    targets: list[tuple[str, bc.Call, bc.Child]], args: argparse.Namespace
+) -> list[Row]:
+    """Warm up, then `--rounds` rounds: in each, every target in turn runs a closed loop
+    (throughput, server CPU per call) and a share of the sequential calls (unloaded latency).
+
+    The shared VM's speed drifts over tens of seconds; interleaving short windows makes every
+    target see the same drift, so the ratios between targets hold better than with one long
+    window per target.
+    """
+    for _, call, _ in targets:
+        await bc.closed_loop(call, args.concurrency, args.warmup)
+    tallies = [Tally() for _ in targets]
+    for _ in range(args.rounds):
+        for (_, call, server), tally in zip(targets, tallies, strict=True):
+            cpu_before = server.cpu_seconds()
+            loop = await bc.closed_loop(call, args.concurrency, args.seconds / args.rounds)
+            tally.cpu_s += server.cpu_seconds() - cpu_before
+            tally.calls += loop.calls
+            tally.seconds += loop.seconds
+            tally.latencies += await bc.sequential(call, args.unloaded // args.rounds)
+    return [
+        Row(
+            name,
+            t.calls / t.seconds,
+            t.cpu_s / max(t.calls, 1) * 1e6,
+            bc.percentile(t.latencies, 50) * 1000,
+            bc.percentile(t.latencies, 99) * 1000,
+        )
+        for (name, _, _), t in zip(targets, tallies, strict=True)
+    ]
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
@@ -108,14 +133,14 @@ async def run(args: argparse.Namespace) -> list[Row]:
             for name, call in (("worker", direct), ("bare", bare), ("full", full)):
                 if await call() != args.tokens:
                     raise RuntimeError(f"{name}: did not return {args.tokens} tokens")
-            rows = []
-            for name, call, server in (
-                ("worker directly", direct, worker),
-                ("bare grpc.aio hop", bare, proxy),
-                ("full gateway", full, stack.child),
-            ):
-                row, _ = await measure(name, call, server, args)
-                rows.append(row)
+            rows = await measure(
+                [
+                    ("worker directly", direct, worker),
+                    ("bare grpc.aio hop", bare, proxy),
+                    ("full gateway", full, stack.child),
+                ],
+                args,
+            )
     finally:
         for child in reversed(children):
             child.stop()
@@ -145,7 +170,10 @@ def report(rows: list[Row]) -> None:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0, help="closed loop per target")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="closed loop per target, over all rounds"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--unloaded", type=int, default=2000, help="sequential calls for latency")
