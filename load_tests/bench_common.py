@@ -127,6 +127,15 @@ def cpu_seconds(pid: int) -> float:
     return total / _CLOCK_TICKS
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid`'s main thread alone (a server's event loop)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of `pid` and its live descendants."""
     total = 0
@@ -160,6 +169,9 @@ class Child:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
+
+    def main_thread_cpu_seconds(self) -> float:
+        return main_thread_cpu_seconds(self.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -41,6 +41,7 @@ class Row:
     cpu_us: float
     p50_ms: float
     p99_ms: float
+    main_thread_cpu_us: float
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Tally:
     calls: int = 0
     seconds: float = 0.0
     cpu_s: float = 0.0
+    main_thread_cpu_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
 
 
@@ -68,9 +70,10 @@ async def measure(
     tallies = [Tally() for _ in targets]
     for _ in range(args.rounds):
         for (_, call, server), tally in zip(targets, tallies, strict=True):
-            cpu_before = server.cpu_seconds()
+            cpu_before, main_before = server.cpu_seconds(), server.main_thread_cpu_seconds()
             loop = await bc.closed_loop(call, args.concurrency, args.seconds / args.rounds)
             tally.cpu_s += server.cpu_seconds() - cpu_before
+            tally.main_thread_cpu_s += server.main_thread_cpu_seconds() - main_before
             tally.calls += loop.calls
             tally.seconds += loop.seconds
             tally.latencies += await bc.sequential(call, args.unloaded // args.rounds)
@@ -81,6 +84,7 @@ async def measure(
             t.cpu_s / max(t.calls, 1) * 1e6,
             bc.percentile(t.latencies, 50) * 1000,
             bc.percentile(t.latencies, 99) * 1000,
+            t.main_thread_cpu_s / max(t.calls, 1) * 1e6,
         )
         for (name, _, _), t in zip(targets, tallies, strict=True)
     ]
@@ -161,6 +165,12 @@ def report(rows: list[Row]) -> None:
         f"full/bare throughput: {full.rate / bare.rate:.2f} (goal >= 0.75); "
         f"per gateway core (1/CPU per request): {1e6 / full.cpu_us:,.0f} vs "
         f"{1e6 / bare.cpu_us:,.0f} req/s, ratio {bare.cpu_us / full.cpu_us:.2f}"
+    )
+    print(
+        "server CPU per request in the main thread (event loop) / all other threads (gRPC core, "
+        f"audit spool writer): bare hop {bare.main_thread_cpu_us:,.0f} / "
+        f"{bare.cpu_us - bare.main_thread_cpu_us:,.0f} us, gateway {full.main_thread_cpu_us:,.0f}"
+        f" / {full.cpu_us - full.main_thread_cpu_us:,.0f} us"
     )
     print(
         f"added latency over the worker: p50 +{full.p50_ms - direct.p50_ms:.2f} ms (goal <= 1.0),"
