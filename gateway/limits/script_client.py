@@ -148,17 +148,18 @@ class ScriptClient:
             connection.close(ConnectionError("the limiter's Redis client was closed"))
 
     async def _connect(self) -> _Connection:
-        # Every caller arriving while a connection is being opened waits for that one.
+        # Every caller arriving while a connection is being opened waits for that one; a caller
+        # that stops waiting does not stop the attempt for the others.
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._open())
-            # Read the outcome even if every waiter was cancelled, so it is never logged as lost.
-            self._connecting.add_done_callback(_outcome_read)
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done():
-                self._connecting = None
+            self._connecting.add_done_callback(self._connect_done)
+        return await asyncio.shield(self._connecting)
+
+    def _connect_done(self, attempt: asyncio.Future[_Connection]) -> None:
+        # Whatever the outcome, the next caller that finds no connection starts a new attempt.
+        self._connecting = None
+        if not attempt.cancelled():
+            attempt.exception()  # read, so a failure nobody awaited is not logged as lost
 
     async def _open(self) -> _Connection:
         address = self._address
@@ -193,11 +194,6 @@ class ScriptClient:
     def _lost(self, connection: _Connection) -> None:
         if self._connection is connection:
             self._connection = None
-
-
-def _outcome_read(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class _Connection(asyncio.Protocol):

@@ -186,3 +186,32 @@ def test_runs_on_uvloop_the_gateways_event_loop(server: RedisServer) -> None:
             await client.aclose()
 
     assert uvloop.run(scenario()) == [["o", str(i)] for i in range(50)]
+
+
+async def test_a_failed_attempt_nobody_waited_for_is_retried_by_the_next_call() -> None:
+    """The only caller gives up while connecting; the attempt then fails (Redis never answers
+    AUTH); the next call must open a new connection, not return the old failure."""
+    accepted = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.read()  # never answers
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ScriptClient.from_url(
+        f"redis://:pw@127.0.0.1:{port}/0", connect_timeout_s=0.2, socket_timeout_s=5.0
+    )
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.run(ECHO, ["p"], ["15"]), 0.05)
+        await asyncio.sleep(0.3)  # the abandoned attempt times out meanwhile
+        with pytest.raises(ConnectionError, match=r"within 0\.2s"):
+            await client.run(ECHO, ["q"], ["16"])
+        assert accepted == 2
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
