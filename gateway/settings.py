@@ -7,9 +7,10 @@ reads the environment.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -23,6 +24,8 @@ from gateway.residency import ResidencySettings
 from gateway.routing.settings import RoutingSettings
 from gateway.telemetry import TelemetrySettings
 from policy.settings import PolicySettings
+
+_S = TypeVar("_S")
 
 ENVIRONMENT = {
     "LLMGW_LISTEN": "server.listen",
@@ -109,31 +112,23 @@ class GatewaySettings:
         def sub(key: str) -> Mapping[str, object]:
             return mapping(d.get(key), f"{prefix}{key}")
 
+        def optional_section(
+            key: str, build: Callable[[Mapping[str, object], str], _S]
+        ) -> _S | None:
+            """An optional section: built when present, else None."""
+            return build(sub(key), f"{prefix}{key}") if key in d else None
+
         try:
             return cls(
                 server=ServerSettings.from_mapping(d.get("server"), f"{prefix}server"),
                 routing=RoutingSettings.from_mapping(d.get("routing"), f"{prefix}routing"),
-                auth=AuthSettings.from_mapping(sub("auth"), f"{prefix}auth")
-                if "auth" in d
-                else None,
-                policy=(
-                    PolicySettings.from_mapping(sub("policy"), f"{prefix}policy")
-                    if "policy" in d
-                    else None
-                ),
+                auth=optional_section("auth", AuthSettings.from_mapping),
+                policy=optional_section("policy", PolicySettings.from_mapping),
                 limits=LimitsSettings.from_mapping(sub("limits"), f"{prefix}limits"),
-                audit=(
-                    AuditSpoolSettings.from_mapping(sub("audit"), f"{prefix}audit")
-                    if "audit" in d
-                    else None
-                ),
+                audit=optional_section("audit", AuditSpoolSettings.from_mapping),
                 telemetry=TelemetrySettings.from_mapping(sub("telemetry"), f"{prefix}telemetry"),
                 residency=ResidencySettings.from_mapping(sub("residency"), f"{prefix}residency"),
-                metrics=(
-                    MetricsSettings.from_mapping(sub("metrics"), f"{prefix}metrics")
-                    if "metrics" in d
-                    else None
-                ),
+                metrics=optional_section("metrics", MetricsSettings.from_mapping),
                 logging=LoggingSettings.from_mapping(sub("logging"), f"{prefix}logging"),
                 data_dir=Path(data_dir) if data_dir else Path(".data"),
                 production=typed(d, "production", where, bool, False),
