@@ -92,8 +92,10 @@ def pin(pid: int, cpus: set[int] | None) -> None:
         os.sched_setaffinity(pid, cpus)
 
 
-def _stat_fields(pid: int) -> list[str]:
-    raw = Path(f"/proc/{pid}/stat").read_text()
+def _stat_fields(pid: int, thread: int | None = None) -> list[str]:
+    """The fields after the command name in `/proc/PID/stat` (or one thread's stat)."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    raw = Path(path).read_text()
     return raw[raw.rindex(")") + 2 :].split()  # the command name may contain spaces
 
 
@@ -130,7 +132,7 @@ def cpu_seconds(pid: int) -> float:
 def main_thread_cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid`'s main thread alone (a server's event loop)."""
     try:
-        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat_fields(pid, thread=pid)
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
