@@ -68,3 +68,10 @@ def positive(value: T, path: str) -> T:
     if not (isinstance(value, int | float) and value > 0):
         raise SettingsError(f"{path}: must be greater than 0, got {value!r}")
     return value
+
+
+def redis_url(value: str | None, path: str) -> str | None:
+    """`value` if it is None or a redis://, rediss:// or unix:// URL."""
+    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"{path}: expected a redis://, rediss:// or unix:// URL")
+    return value

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Self
 
-from gateway.config import SettingsError, optional_str, positive, section, typed
+from gateway.config import SettingsError, optional_str, positive, redis_url, section, typed
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class LimitsSettings:
             for name in _SECONDS
         }
         settings = cls(
-            redis_url=_url(optional_str(d, "redis_url", path), f"{path}.redis_url"),
+            redis_url=redis_url(optional_str(d, "redis_url", path), f"{path}.redis_url"),
             fallback_replicas=positive(
                 typed(d, "fallback_replicas", path, int, base.fallback_replicas),
                 f"{path}.fallback_replicas",
@@ -76,12 +76,6 @@ _SECONDS = (
     "lease_ttl_s",
     "reservation_ttl_s",
 )
-
-
-def _url(value: str | None, where: str) -> str | None:
-    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{where}: expected a redis://, rediss:// or unix:// URL")
-    return value
 
 
 def _prefix(value: str, path: str) -> str:

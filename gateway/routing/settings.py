@@ -7,7 +7,15 @@ from dataclasses import dataclass, fields
 from typing import Self
 
 from gateway.client_tls import ClientTls
-from gateway.config import SettingsError, optional_str, positive, section, str_list, typed
+from gateway.config import (
+    SettingsError,
+    optional_str,
+    positive,
+    redis_url,
+    section,
+    str_list,
+    typed,
+)
 
 _SECONDS = (
     "connect_timeout_s",
@@ -98,7 +106,7 @@ class RoutingSettings:
         settings = cls(
             workers=_targets(str_list(d, "workers", path), f"{path}.workers"),
             dns_names=_targets(str_list(d, "dns_names", path), f"{path}.dns_names"),
-            redis_url=_redis_url(optional_str(d, "redis_url", path), f"{path}.redis_url"),
+            redis_url=redis_url(optional_str(d, "redis_url", path), f"{path}.redis_url"),
             redis_key_prefix=typed(d, "redis_key_prefix", path, str, base.redis_key_prefix),
             affinity_load_factor=factor,
             tls=ClientTls.from_mapping(d["tls"], f"{path}.tls") if d.get("tls") else None,
@@ -135,9 +143,3 @@ def _targets(values: tuple[str, ...], where: str) -> tuple[str, ...]:
     for i, value in enumerate(values):
         split_target(value, f"{where}[{i}]")
     return values
-
-
-def _redis_url(value: str | None, where: str) -> str | None:
-    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{where}: expected a redis://, rediss:// or unix:// URL")
-    return value
