@@ -14,6 +14,13 @@ from typing import Self
 from tests.support.ports import free_port
 
 _START_TIMEOUT_S = 10.0
+# Keeps the single-threaded server busy for ARGV[1] microseconds, like a stuck or overloaded Redis.
+BUSY_SCRIPT = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
+return 1
+"""
 
 
 def free_cluster_port() -> int:

@@ -30,7 +30,7 @@ from gateway.server import GatewayHandle
 from gateway.settings import GatewaySettings
 from policy.settings import PolicySettings
 from tests.helpers import StartGateway, StartWorker, wait_until
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import BUSY_SCRIPT, RedisServer
 from tests.support.rpc_status import rich_status
 from workers.server import WorkerHandle
 from workers.sim import SimConfig
@@ -535,15 +535,6 @@ async def test_redis_outage_fails_closed_or_open_then_recovers(
     assert await redis_client.exists("llmgw:{dept:failclosed}:d:rpm") == 1
     assert await redis_client.exists("llmgw:{dept:failopen}:d:rpm") == 1
     await eventually(lambda: limits_health_is(serving), within=3)
-
-
-# Keeps the single-threaded Redis busy for ARGV[1] microseconds: a slow or overloaded Redis.
-BUSY_SCRIPT = """
-local t = redis.call('TIME')
-local start = t[1] * 1000000 + t[2]
-repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
-return 1
-"""
 
 
 async def test_deadline_during_admission_leaves_no_lease(

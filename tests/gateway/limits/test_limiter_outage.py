@@ -14,18 +14,11 @@ from prometheus_client import REGISTRY
 from gateway.limits import Admission, AdmissionDecision, Backend, Completion, RedisLimiter
 from policy.limits import DepartmentLimits, FailureMode, Limit, LimitSet
 from tests.gateway.limits.conftest import redis_settings
-from tests.support.redis_server import RedisServer, resp
+from tests.support.redis_server import BUSY_SCRIPT, RedisServer, resp
 
 pytestmark = pytest.mark.integration
 
 BOUND_S = 0.05
-# Keeps the single-threaded server busy for ARGV[1] microseconds, like a stuck or overloaded Redis.
-BUSY_SCRIPT = """
-local t = redis.call('TIME')
-local start = t[1] * 1000000 + t[2]
-repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
-return 1
-"""
 # Scheduling slack on a loaded 2-core CI machine; still far below redis-py's default stall.
 SLACK_S = 0.15
 

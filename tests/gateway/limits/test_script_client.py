@@ -13,17 +13,11 @@ import pytest
 import uvloop
 
 from gateway.limits.script_client import RedisAddress, ReplyError, Script, ScriptClient
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import BUSY_SCRIPT, RedisServer
 
 pytestmark = pytest.mark.integration
 
 ECHO = Script.of("return {KEYS[1], ARGV[1]}")
-BUSY = """
-local t = redis.call('TIME')
-local start = t[1] * 1000000 + t[2]
-repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
-return 1
-"""
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +86,7 @@ async def test_script_error_is_a_reply_error_and_the_connection_stays_usable(
 
 
 async def test_cancelled_call_does_not_shift_later_replies(client: ScriptClient) -> None:
-    slow = asyncio.ensure_future(client.run(Script.of(BUSY), ["k"], [50_000]))
+    slow = asyncio.ensure_future(client.run(Script.of(BUSY_SCRIPT), ["k"], [50_000]))
     await asyncio.sleep(0.01)
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -164,7 +158,7 @@ async def test_silent_redis_fails_waiting_calls_after_socket_timeout() -> None:
         client = client_for(hung.url, socket_timeout_s=0.2)
         assert await client.run(ECHO, ["l"], ["12"]) == ["l", "12"]
         # Another connection keeps the single-threaded server busy for 1.5 s.
-        busy = threading.Thread(target=hung.command, args=("EVAL", BUSY, "0", "1500000"))
+        busy = threading.Thread(target=hung.command, args=("EVAL", BUSY_SCRIPT, "0", "1500000"))
         busy.start()
         await asyncio.sleep(0.1)
         started = time.monotonic()
