@@ -8,15 +8,16 @@ import os
 import sys
 from pathlib import Path
 
+from common.settings import SettingsError
 from gateway.auth.cli import add_token_command
 from gateway.client_cli import add_ask_command
-from gateway.config import SettingsError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from common.egress import ResidencyViolation
+    from common.eventloop import run_event_loop
     from gateway.logging_setup import configure_logging
-    from gateway.residency import ResidencyViolation
-    from gateway.server import run_event_loop, serve
+    from gateway.server import serve
     from gateway.settings import load_settings
     from policy.issues import PolicyError
 
@@ -42,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     """Validate a settings file offline: every key, the production rules, the egress allowlist."""
-    from gateway.residency import EgressGuard, ResidencyViolation
+    from common.egress import EgressGuard, ResidencyViolation
     from gateway.server import check_egress, check_production
     from gateway.settings import load_settings
 
@@ -65,8 +66,8 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from common.eventloop import run_event_loop
     from gateway.dev import run_dev_stack
-    from gateway.server import run_event_loop
 
     run_event_loop(run_dev_stack(args.port, args.data_dir))
     return 0

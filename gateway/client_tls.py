@@ -14,7 +14,7 @@ from typing import Self
 
 import grpc
 
-from gateway.config import SettingsError, optional_str, section
+from common.settings import SettingsError, optional_str, section
 
 
 @dataclass(frozen=True, slots=True)

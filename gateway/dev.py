@@ -1,4 +1,7 @@
-"""The embedded default stack: gateway, simulated worker and audit store in one process.
+"""The embedded default stack: gateway and audit store here, a simulated worker beside them.
+
+The worker runs as its own `llm-worker` process, as in production: the gateway package never
+imports worker code.
 
 Everything listens on loopback; all state (development key, audit keys, spool, ledger) lives under
 the data directory, so `llm-audit verify --db DATA/audit.db` and `llm-audit query --db
@@ -7,21 +10,24 @@ DATA/audit.db` show the requests made against the stack.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import re
+import signal
 import sys
 from pathlib import Path
 
 from audit.settings import AuditSpoolSettings, AuditStoreSettings
 from audit.store import serve_store
+from common.eventloop import wait_for_shutdown_signal
 from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
 from gateway.metrics_server import MetricsSettings
 from gateway.routing.settings import RoutingSettings
-from gateway.server import start_gateway, wait_for_shutdown_signal
+from gateway.server import start_gateway
 from gateway.settings import GatewaySettings, ServerSettings
 from policy.settings import PolicySettings
-from workers.server import start_worker
-from workers.sim import SimConfig, SimEngine
 
 log = logging.getLogger(__name__)
 EXAMPLE_POLICY = Path(__file__).resolve().parents[1] / "policy" / "examples" / "health-region"
@@ -38,10 +44,10 @@ async def run_dev_stack(port: int, data_dir: Path, policy_dir: Path = EXAMPLE_PO
             db_path=str(data_dir / "audit.db"),
         )
     )
-    worker = await start_worker(SimEngine(SimConfig()), pool="onprem-gpu", worker_id="sim-0")
+    worker, worker_target = await start_sim_worker()
     settings = GatewaySettings(
         server=ServerSettings(listen=f"127.0.0.1:{port}"),
-        routing=RoutingSettings(workers=(worker.target,)),
+        routing=RoutingSettings(workers=(worker_target,)),
         auth=dev_auth_settings(data_dir),
         policy=PolicySettings(policy_dir, reload_interval_s=2.0),
         audit=AuditSpoolSettings(
@@ -69,7 +75,7 @@ async def run_dev_stack(port: int, data_dir: Path, policy_dir: Path = EXAMPLE_PO
     print(
         "llm-gateway dev stack ready\n"
         f"  gateway     : 127.0.0.1:{gateway.port}\n"
-        f"  worker      : {worker.target} (sim engine: {', '.join(worker.engine.models)})\n"
+        f"  worker      : {worker_target} (simulated GPU, process {worker.pid})\n"
         f"  audit store : 127.0.0.1:{store.port} (ledger {data_dir / 'audit.db'})\n"
         f"  policy      : {policy_dir}\n"
         f"  metrics     : {metrics}\n"
@@ -87,5 +93,50 @@ async def run_dev_stack(port: int, data_dir: Path, policy_dir: Path = EXAMPLE_PO
     finally:
         print("stopping...", file=sys.stderr, flush=True)
         await gateway.stop(grace=2.0)
-        await worker.stop(grace=1.0)
+        await stop_process(worker)
         await store.stop()
+
+
+_LISTENING = re.compile(rb"listening on port (\d+)")
+
+
+async def start_sim_worker() -> tuple[asyncio.subprocess.Process, str]:
+    """Start `llm-worker serve --engine sim` on a free loopback port; the process and its target."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "serve",
+        "--engine",
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--pool",
+        "onprem-gpu",
+        "--grace",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while line := await process.stdout.readline():
+                if match := _LISTENING.search(line):
+                    return process, f"127.0.0.1:{int(match.group(1))}"
+    except TimeoutError:
+        pass
+    await stop_process(process)
+    raise RuntimeError("the simulated worker did not start; its log is above")
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then wait; SIGKILL if it does not stop within 10 s."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from workers.engine import ChatTurn, FinishReason
+from common.types import ChatTurn, FinishReason
 
 __all__ = [
     "Answer",

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import IO, Self
 
-from gateway.config import SettingsError, section, typed
+from common.settings import SettingsError, section, typed
 
 # Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
 # (`exc_text` would match the content pattern, so the standard names are never filtered.)

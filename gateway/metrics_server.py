@@ -10,7 +10,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
-from gateway.config import SettingsError, section
+from common.settings import SettingsError, section
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 

@@ -32,7 +32,8 @@ def settings_for_process(settings: GatewaySettings, index: int) -> GatewaySettin
 
 
 def _child(settings: GatewaySettings) -> None:
-    from gateway.server import run_event_loop, serve
+    from common.eventloop import run_event_loop
+    from gateway.server import serve
 
     run_event_loop(serve(settings))
 

@@ -22,6 +22,9 @@ from prometheus_client import Counter
 
 from audit.record import AuditRecord, Outcome
 from audit.spool import SpoolFull
+from common.telemetry import Tracing, content_capture_allowed
+from common.tokenizer import count_chat_tokens, count_tokens
+from common.worker_wire import FINISH_FROM_PROTO, ROLE_VALUES
 from gateway.admission import Admitted, admit_limits, decide_policy, policy_refusal
 from gateway.audit_record import build_record, outcome_of
 from gateway.auditing import AuditTrail
@@ -48,22 +51,12 @@ from gateway.limits.base import Completion, RateLimiter
 from gateway.request_trace import RequestTrace
 from gateway.routing.router import RouteOutcome, Router, WorkerCall
 from gateway.settings import GatewaySettings
-from gateway.telemetry import Tracing, content_capture_allowed
 from policy.decision import Decision
 from policy.model import AuditContent
 from policy.store import PolicyStore
-from workers.convert import ROLE_NAMES
-from workers.tokenizer import count_chat_tokens, count_tokens
 
 log = logging.getLogger(__name__)
 
-_ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
-_FINISH_FROM_WORKER = {
-    wpb.FINISH_REASON_STOP: FinishReason.STOP,
-    wpb.FINISH_REASON_LENGTH: FinishReason.LENGTH,
-    wpb.FINISH_REASON_CANCELLED: FinishReason.CANCELLED,
-    wpb.FINISH_REASON_TIMEOUT: FinishReason.TIMEOUT,
-}
 DROPPED_RECORDS = Counter(
     "llmgw_audit_records_dropped_total",
     "Audit records not written because the spool was full (departments with audit.required: false)",
@@ -257,7 +250,7 @@ class Exchange:
                     result.answer.add(message.text)
                     yield StreamChunk(message.text, message.token_count)
                 if message.finish_reason:
-                    result.finish_reason = _FINISH_FROM_WORKER[message.finish_reason]
+                    result.finish_reason = FINISH_FROM_PROTO[message.finish_reason]
                     result.completion_tokens = message.completion_tokens or result.completion_tokens
             span.set_attribute("llmgateway.worker", self.route.worker_id)
 
@@ -382,7 +375,7 @@ def _worker_message(request_id: str, model: str, admitted: Admitted) -> wpb.Gene
         message.prompt = admitted.texts[0]
     else:
         message.chat.messages.extend(
-            wpb.ChatMessage(role=_ROLE_VALUES[m.role], content=text)
+            wpb.ChatMessage(role=ROLE_VALUES[m.role], content=text)
             for m, text in zip(request.messages, admitted.texts, strict=True)
         )
     return message

@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from gateway import telemetry as t
+from common import telemetry as t
 from gateway.domain import GenerationResult
 
 

@@ -5,37 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import grpc
-import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from common.egress import EgressGuard
+from common.eventloop import wait_for_shutdown_signal
+from common.settings import SettingsError
+from common.telemetry import start_tracing
 from gateway.auditing import AuditTrail
 from gateway.auth.interceptor import AuthInterceptor
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
-from gateway.config import SettingsError
 from gateway.interceptors import build_interceptors
 from gateway.limits.factory import build_limiter
 from gateway.metrics_server import MetricsServer, start_metrics_server
 from gateway.pipeline import Pipeline
-from gateway.residency import EgressGuard
 from gateway.routing.factory import build_registry
 from gateway.routing.registry import WorkerRegistry
 from gateway.routing.router import Router
 from gateway.servicer import InferenceServicer
 from gateway.settings import GatewaySettings
-from gateway.telemetry import start_tracing
 from policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -202,25 +199,6 @@ async def _report_component_health(handle: GatewayHandle) -> None:
         for name, healthy in checks.items():
             await handle.health.set(name, SERVING if healthy() else NOT_SERVING)
         await asyncio.sleep(HEALTH_REFRESH_S)
-
-
-async def wait_for_shutdown_signal() -> None:
-    """Return when SIGTERM or SIGINT arrives."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` to completion on uvloop, the event loop every server process uses.
-
-    uvloop's loop costs less CPU per callback and socket operation than asyncio's own, and a
-    gateway request runs dozens of each (gRPC, Redis, spool wake-ups); grpc.aio supports it.
-    """
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 async def serve(settings: GatewaySettings) -> None:

@@ -15,14 +15,14 @@ from typing import TypeVar
 import yaml
 
 from audit.settings import AuditSpoolSettings
+from common.egress import ResidencySettings
+from common.settings import SettingsError, mapping, optional_str, positive, section, typed
+from common.telemetry import TelemetrySettings
 from gateway.auth.settings import AuthSettings
-from gateway.config import SettingsError, mapping, optional_str, positive, section, typed
 from gateway.limits.settings import LimitsSettings
 from gateway.logging_setup import LoggingSettings
 from gateway.metrics_server import MetricsSettings
-from gateway.residency import ResidencySettings
 from gateway.routing.settings import RoutingSettings
-from gateway.telemetry import TelemetrySettings
 from policy.settings import PolicySettings
 
 _S = TypeVar("_S")

@@ -13,11 +13,12 @@ import grpc
 from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
-from gateway.residency import EgressGuard, ResidencySettings, ResidencyViolation
-from gateway.server import run_event_loop
-from gateway.telemetry import TelemetrySettings, start_tracing
+from common.egress import EgressGuard, ResidencySettings, ResidencyViolation
+from common.eventloop import run_event_loop
+from common.telemetry import TelemetrySettings, start_tracing
+from common.worker_registry import DEFAULT_PREFIX, Advert, redis_client
 from workers.engine import Engine
-from workers.registration import DEFAULT_PREFIX, Advert, RedisRegistration, redis_client
+from workers.registration import RedisRegistration
 from workers.server import start_worker
 from workers.sim import SimConfig, SimEngine
 
@@ -65,7 +66,7 @@ def server_tls(args: argparse.Namespace) -> grpc.ServerCredentials | None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from gateway.server import wait_for_shutdown_signal
+    from common.eventloop import wait_for_shutdown_signal
 
     if args.register_redis and not args.advertise:
         raise ValueError("--register-redis needs --advertise HOST:PORT (how gateways reach it)")

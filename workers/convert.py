@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from llmgateway.worker.v1 import worker_pb2 as pb
 
-from workers.engine import ChatTurn, EngineChunk, EngineLoad, EngineRequest, FinishReason
-
-ROLE_NAMES = {pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
-FINISH_TO_PROTO = {
-    FinishReason.STOP: pb.FINISH_REASON_STOP,
-    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
-    FinishReason.CANCELLED: pb.FINISH_REASON_CANCELLED,
-    FinishReason.TIMEOUT: pb.FINISH_REASON_TIMEOUT,
-}
+from common.types import ChatTurn
+from common.worker_wire import FINISH_TO_PROTO, ROLE_NAMES
+from workers.engine import EngineChunk, EngineLoad, EngineRequest
 
 
 def engine_request(request: pb.GenerateRequest) -> EngineRequest:

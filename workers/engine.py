@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-
-class FinishReason(enum.Enum):
-    """Why a generation ended (TensorRT-LLM's `CompletionOutput.finish_reason` values)."""
-
-    STOP = "stop"
-    LENGTH = "length"
-    CANCELLED = "cancelled"
-    TIMEOUT = "timeout"
-
-
-@dataclass(frozen=True, slots=True)
-class ChatTurn:
-    """One chat message; role is `system`, `user` or `assistant`."""
-
-    role: str
-    content: str
+from common.types import ChatTurn, FinishReason
 
 
 @dataclass(frozen=True, slots=True)

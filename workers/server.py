@@ -16,8 +16,8 @@ from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 from opentelemetry.trace import Span, SpanKind
 
-from gateway import telemetry
-from gateway.telemetry import Tracing
+from common import telemetry
+from common.telemetry import Tracing
 from workers import convert
 from workers.engine import (
     Engine,

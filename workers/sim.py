@@ -5,7 +5,7 @@ a fixed number of batch slots (`max_num_seqs`), a bounded waiting queue
 (`max_waiting_queue_length`), time to first token growing with the prompt (prefill), and an
 inter-token latency that grows with the number of sequences in the batch (decode is memory bound,
 so each extra sequence slows every step a little). Text is deterministic for a given seed (or
-prompt, when no seed is set), counted with `workers.tokenizer`, honours max_tokens and stop
+prompt, when no seed is set), counted with `common.tokenizer`, honours max_tokens and stop
 sequences, and a cancelled generation frees its slot at once.
 """
 
@@ -18,19 +18,18 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from common.tokenizer import count_tokens
+from common.types import ChatTurn, FinishReason
 from workers.engine import (
-    ChatTurn,
     EngineChunk,
     EngineLoad,
     EngineOverloaded,
     EngineRequest,
-    FinishReason,
     InvalidEngineRequest,
     UnsupportedModel,
 )
-from workers.tokenizer import count_tokens
 
-# Each entry is exactly one token under workers.tokenizer's rule (a leading space, <= 4 letters).
+# Each entry is exactly one token under common.tokenizer's rule (a leading space, <= 4 letters).
 _VOCABULARY = (
     " the", " a", " of", " to", " and", " in", " is", " for", " that", " with", " on", " as",
     " data", " care", " ward", " dose", " test", " plan", " risk", " note", " team", " unit",

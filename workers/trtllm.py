@@ -47,13 +47,13 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from common.types import FinishReason
 from workers.engine import (
     EngineChunk,
     EngineError,
     EngineLoad,
     EngineRequest,
     EngineUnavailable,
-    FinishReason,
     InvalidEngineRequest,
     UnsupportedModel,
 )

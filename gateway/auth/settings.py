@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Self
 from urllib.parse import urlsplit
 
-from gateway.config import SettingsError, optional_str, positive, section, str_list, typed
+from common.settings import SettingsError, optional_str, positive, section, str_list, typed
 
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}

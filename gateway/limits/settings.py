@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Self
 
-from gateway.config import SettingsError, optional_str, positive, redis_url, section, typed
+from common.settings import SettingsError, optional_str, positive, redis_url, section, typed
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from gateway.residency import ResidencyViolation
+from common.egress import ResidencyViolation
 from gateway.routing.ejection import OutlierEjector
 from gateway.routing.health import WorkerMonitor
 from gateway.routing.settings import RoutingSettings
@@ -32,7 +32,7 @@ class Discovery(Protocol):
 
 
 class EgressCheck(Protocol):
-    """The residency guard (`gateway.residency.EgressGuard` satisfies it)."""
+    """The residency guard (`common.egress.EgressGuard` satisfies it)."""
 
     async def check_async(self, url_or_target: str, *, what: str, tls: bool) -> None: ...
 

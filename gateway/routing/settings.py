@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Self
 
-from gateway.client_tls import ClientTls
-from gateway.config import (
+from common.settings import (
     SettingsError,
     optional_str,
     positive,
@@ -16,6 +15,7 @@ from gateway.config import (
     str_list,
     typed,
 )
+from gateway.client_tls import ClientTls
 
 _SECONDS = (
     "connect_timeout_s",

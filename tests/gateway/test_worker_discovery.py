@@ -11,10 +11,11 @@ import pytest
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
+from common.worker_registry import Advert, redis_client
 from gateway.auth.devkeys import dev_auth_settings
 from tests.helpers import StartGateway, StartWorker, gateway_settings, wait_until
 from tests.support.redis_server import RedisServer
-from workers.registration import Advert, RedisRegistration, redis_client
+from workers.registration import RedisRegistration
 
 
 @pytest.fixture

@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
+from common.types import ChatTurn, FinishReason
 from workers.engine import (
-    ChatTurn,
     Engine,
     EngineChunk,
     EngineRequest,
     EngineUnavailable,
-    FinishReason,
     InvalidEngineRequest,
     UnsupportedModel,
 )

@@ -11,9 +11,9 @@ import grpc
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
+from common.egress import EgressGuard, ResidencySettings
+from common.telemetry import TelemetrySettings, start_tracing
 from gateway.auth.devkeys import dev_auth_settings
-from gateway.residency import EgressGuard, ResidencySettings
-from gateway.telemetry import TelemetrySettings, start_tracing
 from tests.gateway.observability.otlp_collector import run_collector
 from tests.helpers import FAST_SIM, StartGateway, gateway_settings
 from workers.server import start_worker

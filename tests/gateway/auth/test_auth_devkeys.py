@@ -10,10 +10,10 @@ import grpc
 import pytest
 from llmgateway.v1 import gateway_pb2
 
+from common.settings import SettingsError
 from gateway.auth.cli import add_token_command
 from gateway.auth.devkeys import dev_auth_settings, dev_key_path, mint_dev_token
 from gateway.auth.settings import AuthSettings
-from gateway.config import SettingsError
 from tests.gateway.auth.authkit import StartServer, bearer
 
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from common.settings import SettingsError
 from gateway.auth.settings import AuthSettings, MtlsSettings
 from gateway.auth.tls import server_credentials
-from gateway.config import SettingsError
 from tests.gateway.auth.authkit import Signer, StartServer, bearer
 from tests.support.pki import Ca
 

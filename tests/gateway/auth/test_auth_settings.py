@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from common.settings import SettingsError
 from gateway.auth.keys import KeyLoadError, load_static_keys
 from gateway.auth.settings import AuthSettings
 from gateway.auth.verifier import JwtVerifier, TokenRejected
-from gateway.config import SettingsError
 from tests.gateway.auth.authkit import AUDIENCE, ISSUER, Signer
 
 BASE: dict[str, Any] = {

@@ -30,12 +30,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from audit.settings import AuditSpoolSettings, AuditStoreSettings
 from audit.store import AuditStoreHandle, serve_store
+from common.egress import ResidencyViolation
+from common.telemetry import TelemetrySettings
 from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
-from gateway.residency import ResidencyViolation
 from gateway.routing.settings import RoutingSettings
 from gateway.server import GatewayHandle, start_gateway
 from gateway.settings import GatewaySettings
-from gateway.telemetry import TelemetrySettings
 from tests.gateway.observability.otlp_collector import Collector, run_collector
 from tests.helpers import (
     EXAMPLE_POLICY,

@@ -24,6 +24,7 @@ from llmgateway.v1 import gateway_pb2_grpc
 from redis.asyncio import Redis
 
 from audit.record import AuditRecord, Outcome
+from common.tokenizer import count_tokens
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.limits.settings import LimitsSettings
 from gateway.server import GatewayHandle
@@ -34,7 +35,6 @@ from tests.support.redis_server import BUSY_SCRIPT, RedisServer
 from tests.support.rpc_status import rich_status
 from workers.server import WorkerHandle
 from workers.sim import SimConfig
-from workers.tokenizer import count_tokens
 
 if TYPE_CHECKING:
     from llmgateway.v1.gateway_pb2_grpc import InferenceServiceAsyncStub as Stub

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import SettingsError
+from common.settings import SettingsError
 from gateway.limits import LimitsSettings, MemoryLimiter, RedisLimiter, build_limiter
 
 

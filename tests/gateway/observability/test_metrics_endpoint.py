@@ -37,7 +37,7 @@ def test_counter_is_served_over_http_and_stop_closes_the_port() -> None:
 
 
 def test_default_registry_exposes_the_gateway_metrics() -> None:
-    import gateway.residency  # noqa: F401  # registers llmgw_residency_refusals_total
+    import common.egress  # noqa: F401  # registers llmgw_residency_refusals_total
 
     server = start_metrics_server("[::1]:0")
     try:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.residency import EgressGuard, ResidencySettings, ResidencyViolation, Resolver
+from common.egress import EgressGuard, ResidencySettings, ResidencyViolation, Resolver
 
 
 def fake_dns(table: Mapping[str, Sequence[str]]) -> Resolver:

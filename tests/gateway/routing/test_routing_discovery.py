@@ -7,8 +7,9 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from common.egress import EgressGuard, ResidencySettings
+from common.worker_registry import Advert, advert_key, index_key, redis_client
 from gateway.errors import Unavailable
-from gateway.residency import EgressGuard, ResidencySettings
 from gateway.routing.dns_discovery import DnsDiscovery
 from gateway.routing.factory import build_registry
 from gateway.routing.registry import StaticDiscovery, WorkerRegistry
@@ -16,7 +17,7 @@ from gateway.routing.settings import RoutingSettings
 from tests.gateway.routing.routing_helpers import FAST_ROUTING, MODEL, StartRouter, call, run
 from tests.helpers import FAST_SIM, StartWorker, wait_until
 from tests.support.redis_server import RedisServer
-from workers.registration import Advert, RedisRegistration, advert_key, index_key, redis_client
+from workers.registration import RedisRegistration
 from workers.server import start_worker
 from workers.sim import SimEngine
 

@@ -23,8 +23,8 @@ from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
-from gateway.config import SettingsError, optional_str, section, typed
-from gateway.residency import EgressGuard
+from common.egress import EgressGuard
+from common.settings import SettingsError, optional_str, section, typed
 
 # OpenTelemetry GenAI semantic conventions (attribute names as of semconv 1.37).
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"

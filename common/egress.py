@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client import Counter
 
-from gateway.config import SettingsError, section, str_list
+from common.settings import SettingsError, section, str_list
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
