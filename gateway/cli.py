@@ -16,8 +16,8 @@ from gateway.client_cli import add_ask_command
 def _serve(args: argparse.Namespace) -> int:
     from common.egress import ResidencyViolation
     from common.eventloop import run_event_loop
-    from gateway.logging_setup import configure_logging
-    from gateway.server import serve
+    from gateway.process.logging_setup import configure_logging
+    from gateway.process.server import serve
     from gateway.settings import load_settings
     from policy.issues import PolicyError
 
@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, os.environ)
         configure_logging(settings.logging)
         if settings.server.processes > 1:
-            from gateway.multiprocess import run_processes
+            from gateway.process.multiprocess import run_processes
 
             return run_processes(settings)
         run_event_loop(serve(settings))
@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     """Validate a settings file offline: every key, the production rules, the egress allowlist."""
     from common.egress import EgressGuard, ResidencyViolation
-    from gateway.server import check_egress, check_production
+    from gateway.process.server import check_egress, check_production
     from gateway.settings import load_settings
 
     try:
@@ -67,7 +67,7 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     from common.eventloop import run_event_loop
-    from gateway.dev import run_dev_stack
+    from gateway.process.dev import run_dev_stack
 
     run_event_loop(run_dev_stack(args.port, args.data_dir))
     return 0

@@ -20,8 +20,8 @@ from common.settings import SettingsError, mapping, optional_str, positive, sect
 from common.telemetry import TelemetrySettings
 from gateway.auth.settings import AuthSettings
 from gateway.limits.settings import LimitsSettings
-from gateway.logging_setup import LoggingSettings
-from gateway.metrics_server import MetricsSettings
+from gateway.process.logging_setup import LoggingSettings
+from gateway.process.metrics_server import MetricsSettings
 from gateway.routing.settings import RoutingSettings
 from policy.settings import PolicySettings
 

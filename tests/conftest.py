@@ -12,7 +12,7 @@ import pytest
 from llmgateway.v1 import gateway_pb2_grpc
 
 from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
-from gateway.server import GatewayHandle, start_gateway
+from gateway.process.server import GatewayHandle, start_gateway
 from gateway.settings import GatewaySettings
 from tests.helpers import FAST_SIM, StartGateway, StartWorker, gateway_settings
 from workers.server import WorkerHandle, start_worker

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.auth.devkeys import dev_auth_settings
-from gateway.server import GatewayHandle
+from gateway.process.server import GatewayHandle
 from gateway.settings import GatewaySettings
 from policy.settings import PolicySettings
 from workers.server import WorkerHandle

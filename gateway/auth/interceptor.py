@@ -13,7 +13,7 @@ from prometheus_client import Counter
 from gateway.auth.principal import CURRENT_PRINCIPAL, Principal
 from gateway.auth.settings import MtlsSettings
 from gateway.auth.verifier import TokenRejected, TokenVerifier
-from gateway.errors import GatewayError, PermissionDenied
+from gateway.request.errors import GatewayError, PermissionDenied
 
 log = logging.getLogger(__name__)
 

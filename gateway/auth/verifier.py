@@ -20,7 +20,7 @@ from gateway.auth.jwks import JwksUrlKeys
 from gateway.auth.keys import CombinedKeys, KeySource, VerificationKey, load_static_keys
 from gateway.auth.principal import Principal
 from gateway.auth.settings import AuthSettings
-from gateway.errors import Unauthenticated, error_info
+from gateway.request.errors import Unauthenticated, error_info
 
 VERIFICATIONS = Counter(
     "llmgw_auth_verifications_total", "Accepted tokens by how they were checked", ["path"]

@@ -12,7 +12,7 @@ from llmgateway.worker.v1 import worker_pb2 as pb
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 
-from gateway.errors import (
+from gateway.request.errors import (
     Cancelled,
     DeadlineExceeded,
     GatewayError,

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from audit.record import Outcome
-from gateway.audit_record import outcome_of
-from gateway.errors import (
+from gateway.request.audit_record import outcome_of
+from gateway.request.errors import (
     DeadlineExceeded,
     InvalidArgument,
     PermissionDenied,

@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
-from gateway.server import GatewayHandle
+from gateway.process.server import GatewayHandle
 from tests.helpers import StartGateway, StartWorker
 from workers.sim import SimConfig
 

@@ -15,7 +15,7 @@ from audit.settings import AuditSpoolSettings, AuditStoreSettings
 from audit.store import serve_store
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.client_tls import ClientTls
-from gateway.server import GatewayHandle
+from gateway.process.server import GatewayHandle
 from tests.helpers import FAST_SIM, StartGateway, gateway_settings, wait_until
 from tests.support.pki import Ca
 from workers.server import WorkerHandle, start_worker

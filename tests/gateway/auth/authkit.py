@@ -17,7 +17,7 @@ from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from gateway.auth.keys import public_key_to_jwk
 from gateway.auth.principal import CURRENT_PRINCIPAL
-from gateway.errors import GatewayError
+from gateway.request.errors import GatewayError
 
 Context = grpc.aio.ServicerContext[Any, Any]
 ISSUER = "https://idp.region.example/realms/staff"

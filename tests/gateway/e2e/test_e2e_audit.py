@@ -33,8 +33,8 @@ from audit.store import AuditStoreHandle, serve_store
 from common.egress import ResidencyViolation
 from common.telemetry import TelemetrySettings
 from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
+from gateway.process.server import GatewayHandle, start_gateway
 from gateway.routing.settings import RoutingSettings
-from gateway.server import GatewayHandle, start_gateway
 from gateway.settings import GatewaySettings
 from tests.gateway.observability.otlp_collector import Collector, run_collector
 from tests.helpers import (

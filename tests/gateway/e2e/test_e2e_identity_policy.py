@@ -31,7 +31,7 @@ from llmgateway.v1 import gateway_pb2_grpc
 from audit.record import AuditRecord, Outcome
 from gateway.auth.devkeys import dev_auth_settings, dev_key_path
 from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
-from gateway.server import GatewayHandle
+from gateway.process.server import GatewayHandle
 from policy.settings import PolicySettings
 from tests.helpers import EXAMPLE_POLICY, StartGateway, StartWorker, gateway_settings, wait_until
 from tests.support.rpc_status import detail, rich_status

@@ -27,7 +27,7 @@ from audit.record import AuditRecord, Outcome
 from common.tokenizer import count_tokens
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.limits.settings import LimitsSettings
-from gateway.server import GatewayHandle
+from gateway.process.server import GatewayHandle
 from gateway.settings import GatewaySettings
 from policy.settings import PolicySettings
 from tests.helpers import StartGateway, StartWorker, wait_until

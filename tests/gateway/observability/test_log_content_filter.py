@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gateway.logging_setup import LoggingSettings, configure_logging
+from gateway.process.logging_setup import LoggingSettings, configure_logging
 
 MARKER = "MARKER-5f1c patient text"
 Configure = Callable[[LoggingSettings], io.StringIO]
@@ -38,7 +38,7 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 def test_content_fields_are_dropped_and_named(configure: Configure) -> None:
     stream = configure(LoggingSettings())
-    logging.getLogger("gateway.pipeline").info(
+    logging.getLogger("gateway.request.pipeline").info(
         "request done",
         extra={
             "prompt": MARKER,
@@ -53,7 +53,7 @@ def test_content_fields_are_dropped_and_named(configure: Configure) -> None:
     assert MARKER not in stream.getvalue()
     (entry,) = lines(stream)
     assert entry["message"] == "request done"
-    assert entry["logger"] == "gateway.pipeline"
+    assert entry["logger"] == "gateway.request.pipeline"
     assert entry["level"] == "INFO"
     assert entry["department"] == "radiology"
     assert entry["prompt_tokens"] == 12  # counts and digests about content are kept
@@ -63,7 +63,7 @@ def test_content_fields_are_dropped_and_named(configure: Configure) -> None:
 
 def test_capture_content_lets_fields_through(configure: Configure) -> None:
     stream = configure(LoggingSettings(capture_content=True))
-    logging.getLogger("gateway.dev").warning("debugging", extra={"prompt": MARKER})
+    logging.getLogger("gateway.process.dev").warning("debugging", extra={"prompt": MARKER})
     (entry,) = lines(stream)
     assert entry["prompt"] == MARKER
     assert "dropped_fields" not in entry

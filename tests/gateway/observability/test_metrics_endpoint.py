@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from gateway.metrics_server import MetricsSettings, parse_listen, start_metrics_server
+from gateway.process.metrics_server import MetricsSettings, parse_listen, start_metrics_server
 
 
 def fetch(url: str) -> str:

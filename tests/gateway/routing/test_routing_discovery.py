@@ -9,7 +9,7 @@ import pytest
 
 from common.egress import EgressGuard, ResidencySettings
 from common.worker_registry import Advert, advert_key, index_key, redis_client
-from gateway.errors import Unavailable
+from gateway.request.errors import Unavailable
 from gateway.routing.dns_discovery import DnsDiscovery
 from gateway.routing.factory import build_registry
 from gateway.routing.registry import StaticDiscovery, WorkerRegistry

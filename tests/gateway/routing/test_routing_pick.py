@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import pytest
 from llmgateway.worker.v1 import worker_pb2 as pb
 
-from gateway.errors import Unavailable
+from gateway.request.errors import Unavailable
 from gateway.routing.candidates import CandidateIndex, HashRing
 from gateway.routing.picker import affinity_digest, pick
 from gateway.routing.registry import StaticRegistry

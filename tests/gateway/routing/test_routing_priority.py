@@ -8,7 +8,7 @@ import time
 import pytest
 from google.rpc import error_details_pb2
 
-from gateway.errors import ResourceExhausted
+from gateway.request.errors import ResourceExhausted
 from gateway.routing.router import RouteOutcome, Router, WorkerCall
 from tests.gateway.routing.routing_helpers import StartRouter, call, run
 from tests.helpers import StartWorker, wait_until

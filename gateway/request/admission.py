@@ -10,8 +10,9 @@ import asyncio
 from dataclasses import dataclass
 
 from gateway.auth.principal import Principal
-from gateway.domain import GenerationRequest
-from gateway.errors import (
+from gateway.limits.base import Admission, AdmissionDecision, Lease, RateLimiter
+from gateway.request.domain import GenerationRequest
+from gateway.request.errors import (
     GatewayError,
     InvalidArgument,
     PermissionDenied,
@@ -21,7 +22,6 @@ from gateway.errors import (
     quota_failure,
     retry_info,
 )
-from gateway.limits.base import Admission, AdmissionDecision, Lease, RateLimiter
 from policy.decision import Decision, PolicyRequest
 from policy.engine import evaluate
 from policy.policyset import PolicySet

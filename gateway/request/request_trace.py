@@ -15,7 +15,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from common import telemetry as t
-from gateway.domain import GenerationResult
+from gateway.request.domain import GenerationResult
 
 
 class RequestTrace:

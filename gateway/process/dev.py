@@ -23,14 +23,14 @@ from audit.settings import AuditSpoolSettings, AuditStoreSettings
 from audit.store import serve_store
 from common.eventloop import wait_for_shutdown_signal
 from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
-from gateway.metrics_server import MetricsSettings
+from gateway.process.metrics_server import MetricsSettings
+from gateway.process.server import start_gateway
 from gateway.routing.settings import RoutingSettings
-from gateway.server import start_gateway
 from gateway.settings import GatewaySettings, ServerSettings
 from policy.settings import PolicySettings
 
 log = logging.getLogger(__name__)
-EXAMPLE_POLICY = Path(__file__).resolve().parents[1] / "policy" / "examples" / "health-region"
+EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "policy" / "examples" / "health-region"
 DEV_TOKEN_FILE = "dev-token"
 
 

@@ -33,7 +33,7 @@ def settings_for_process(settings: GatewaySettings, index: int) -> GatewaySettin
 
 def _child(settings: GatewaySettings) -> None:
     from common.eventloop import run_event_loop
-    from gateway.server import serve
+    from gateway.process.server import serve
 
     run_event_loop(serve(settings))
 

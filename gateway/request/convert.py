@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from llmgateway.v1 import gateway_pb2 as pb
 
-from gateway.domain import ChatTurn, FinishReason, GenerationRequest, GenerationResult, StreamChunk
-from gateway.errors import InvalidArgument, bad_request
+from gateway.request.domain import (
+    ChatTurn,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    StreamChunk,
+)
+from gateway.request.errors import InvalidArgument, bad_request
 from gateway.settings import ServerSettings
 
 _ROLES = {pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}

@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
-from gateway.errors import GatewayError
+from gateway.request.errors import GatewayError
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The gateway's error hierarchy: each class carries its gRPC status code and a public message.
 
-Handlers and services raise these; `gateway.interceptors.ErrorInterceptor` is the one place that
-turns them into a gRPC status with `google.rpc` details (unary and streaming alike). Anything else
-becomes INTERNAL "internal error (request id ...)" and its traceback goes to the log, never to the
-caller.
+Handlers and services raise these; `gateway.request.interceptors.ErrorInterceptor` is the one
+place that turns them into a gRPC status with `google.rpc` details (unary and streaming alike).
+Anything else becomes INTERNAL "internal error (request id ...)" and its traceback goes to the
+log, never to the caller.
 """
 
 from __future__ import annotations

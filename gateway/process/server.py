@@ -17,18 +17,18 @@ from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
 from common.settings import SettingsError
 from common.telemetry import start_tracing
-from gateway.auditing import AuditTrail
 from gateway.auth.interceptor import AuthInterceptor
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
-from gateway.interceptors import build_interceptors
 from gateway.limits.factory import build_limiter
-from gateway.metrics_server import MetricsServer, start_metrics_server
-from gateway.pipeline import Pipeline
+from gateway.process.metrics_server import MetricsServer, start_metrics_server
+from gateway.request.auditing import AuditTrail
+from gateway.request.interceptors import build_interceptors
+from gateway.request.pipeline import Pipeline
+from gateway.request.servicer import InferenceServicer
 from gateway.routing.factory import build_registry
 from gateway.routing.registry import WorkerRegistry
 from gateway.routing.router import Router
-from gateway.servicer import InferenceServicer
 from gateway.settings import GatewaySettings
 from policy.store import PolicyStore
 

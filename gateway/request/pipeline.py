@@ -25,18 +25,19 @@ from audit.spool import SpoolFull
 from common.telemetry import Tracing, content_capture_allowed
 from common.tokenizer import count_chat_tokens, count_tokens
 from common.worker_wire import FINISH_FROM_PROTO, ROLE_VALUES
-from gateway.admission import Admitted, admit_limits, decide_policy, policy_refusal
-from gateway.audit_record import build_record, outcome_of
-from gateway.auditing import AuditTrail
 from gateway.auth.principal import CURRENT_PRINCIPAL, Principal
-from gateway.domain import (
+from gateway.limits.base import Completion, RateLimiter
+from gateway.request.admission import Admitted, admit_limits, decide_policy, policy_refusal
+from gateway.request.audit_record import build_record, outcome_of
+from gateway.request.auditing import AuditTrail
+from gateway.request.domain import (
     Answer,
     FinishReason,
     GenerationRequest,
     GenerationResult,
     StreamChunk,
 )
-from gateway.errors import (
+from gateway.request.errors import (
     DeadlineExceeded,
     GatewayError,
     InvalidArgument,
@@ -46,9 +47,8 @@ from gateway.errors import (
     error_info,
     retry_info,
 )
-from gateway.interceptors import AUDITED
-from gateway.limits.base import Completion, RateLimiter
-from gateway.request_trace import RequestTrace
+from gateway.request.interceptors import AUDITED
+from gateway.request.request_trace import RequestTrace
 from gateway.routing.router import RouteOutcome, Router, WorkerCall
 from gateway.settings import GatewaySettings
 from policy.decision import Decision

@@ -9,10 +9,10 @@ import grpc
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc as pb_grpc
 
-from gateway import convert
 from gateway.auth.principal import CURRENT_PRINCIPAL
-from gateway.interceptors import CURRENT_REQUEST_ID
-from gateway.pipeline import Pipeline
+from gateway.request import convert
+from gateway.request.interceptors import CURRENT_REQUEST_ID
+from gateway.request.pipeline import Pipeline
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 

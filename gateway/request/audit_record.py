@@ -8,10 +8,10 @@ import time
 import grpc
 
 from audit.record import AuditRecord, Outcome, Timings
-from gateway.auditing import AuditKeys
 from gateway.auth.principal import Principal
-from gateway.domain import GenerationResult
-from gateway.errors import GatewayError
+from gateway.request.auditing import AuditKeys
+from gateway.request.domain import GenerationResult
+from gateway.request.errors import GatewayError
 from policy.decision import Decision
 from policy.model import AuditContent
 
