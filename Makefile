@@ -57,7 +57,7 @@ test: check-prereqs lint
 
 ## Re-pin every dependency (hashes included) after editing pyproject.toml; needs PyPI.
 UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
-	--python-version 3.11 --no-emit-package setuptools --custom-compile-command "make lock"
+	--python-version 3.11 --custom-compile-command "make lock"
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv
 	$(UV_COMPILE) -o requirements/runtime.lock
