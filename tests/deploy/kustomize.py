@@ -1,4 +1,4 @@
-"""Renders the kustomize features deploy/k8s uses, so its tests need no kubectl (checked against it)."""
+"""Renders the kustomize features deploy/k8s uses, so that its tests need no kubectl."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ Resource = dict[str, Any]
 
 # Anything else in a kustomization.yaml is refused, so that this renderer never silently differs
 # from kustomize on a field it does not implement.
-SUPPORTED = {"apiVersion", "kind", "namespace", "resources", "images", "replicas", "configMapGenerator"}
+SUPPORTED = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "resources",
+    "images",
+    "replicas",
+    "configMapGenerator",
+}
 CLUSTER_SCOPED = {"Namespace"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 

@@ -41,7 +41,8 @@ def test_layout_has_every_component(rendered: list[Resource]) -> None:
         ("ConfigMap", "llm-gateway-policy"),
     ]:
         assert expected in names
-    assert all(r["metadata"].get("namespace") == "inference" for r in rendered if r["kind"] != "Namespace")
+    namespaced = [r for r in rendered if r["kind"] != "Namespace"]
+    assert all(r["metadata"].get("namespace") == "inference" for r in namespaced)
 
 
 def test_every_resource_passes_strict_validation(rendered: list[Resource]) -> None:
