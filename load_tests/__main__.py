@@ -77,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(compare(a, b, names=(args.a, args.b)))
         else:
             _write_chart(load_results(args.results), args.png)
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("matplotlib"):
+            raise
+        print("error: --png needs matplotlib: pip install 'llm-gateway[charts]'", file=sys.stderr)
+        return EXIT_USAGE
     except (ScenarioError, ResultsFileError, OSError) as err:
         # OSError covers an unreachable target and unreadable or unwritable files.
         print(f"error: {err}", file=sys.stderr)

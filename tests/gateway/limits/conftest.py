@@ -54,16 +54,19 @@ def redis_settings(server: RedisServer, **overrides: object) -> LimitsSettings:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def limiter(
-    request: pytest.FixtureRequest, clock: FakeClock, redis_server: RedisServer
-) -> AsyncIterator[RateLimiter]:
-    """The behavioural suite runs once per implementation, both on the same fake clock."""
+async def limiter(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[RateLimiter]:
+    """The behavioural suite runs once per implementation, both on the same fake clock.
+
+    The Redis server is requested only for the Redis run, so that the in-memory limiter's tests
+    pass on a machine without `redis-server`.
+    """
     built: RateLimiter
     if request.param == "memory":
         built = MemoryLimiter(
             lease_ttl_s=LEASE_TTL_S, reservation_ttl_s=RESERVATION_TTL_S, clock=clock
         )
     else:
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
         redis_server.command("FLUSHALL")
         built = RedisLimiter.from_settings(redis_settings(redis_server), clock=clock)
     yield built
