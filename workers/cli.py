@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
+import uvloop
 from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
 from gateway.residency import EgressGuard, ResidencySettings, ResidencyViolation
-from gateway.server import run_event_loop
 from gateway.telemetry import TelemetrySettings, start_tracing
 from workers.engine import Engine
 from workers.registration import DEFAULT_PREFIX, Advert, RedisRegistration, redis_client
@@ -23,6 +26,22 @@ from workers.sim import SimConfig, SimEngine
 from workers.trtllm_options import SAMPLER_TYPES
 
 _SIM = SimConfig()
+T = TypeVar("T")
+
+
+# The same event loop and signal handling as gateway.server, kept here so that a worker image
+# needs none of the gateway's dependencies (JWT, policy, audit).
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+async def wait_for_shutdown_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def build_engine(args: argparse.Namespace) -> Engine:
@@ -71,8 +90,6 @@ def server_tls(args: argparse.Namespace) -> grpc.ServerCredentials | None:
 
 async def _serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT (exit 0) or a fatal engine failure (exit 1, to be restarted)."""
-    from gateway.server import wait_for_shutdown_signal
-
     if args.register_redis and not args.advertise:
         raise ValueError("--register-redis needs --advertise HOST:PORT (how gateways reach it)")
     guard = EgressGuard(
