@@ -14,13 +14,14 @@ from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
 from common.egress import EgressGuard, ResidencySettings, ResidencyViolation
-from common.eventloop import run_event_loop
+from common.eventloop import run_event_loop, wait_for_shutdown_signal
 from common.telemetry import TelemetrySettings, start_tracing
 from common.worker_registry import DEFAULT_PREFIX, Advert, redis_client
 from workers.engine import Engine
 from workers.registration import RedisRegistration
 from workers.server import start_worker
 from workers.sim import SimConfig, SimEngine
+from workers.trtllm_options import SAMPLER_TYPES
 
 _SIM = SimConfig()
 
@@ -47,6 +48,10 @@ def build_engine(args: argparse.Namespace) -> Engine:
             max_batch_size=args.max_num_seqs,
             kv_cache_free_gpu_memory_fraction=args.kv_cache_free_gpu_memory_fraction,
             tensor_parallel_size=args.tensor_parallel_size,
+            max_seq_len=args.max_seq_len,
+            max_num_tokens=args.max_num_tokens,
+            trust_remote_code=args.trust_remote_code,
+            sampler_type=args.sampler_type,
         )
     raise SystemExit(f"unknown engine {args.engine!r}")
 
@@ -65,9 +70,8 @@ def server_tls(args: argparse.Namespace) -> grpc.ServerCredentials | None:
     )
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    from common.eventloop import wait_for_shutdown_signal
-
+async def _serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0) or a fatal engine failure (exit 1, to be restarted)."""
     if args.register_redis and not args.advertise:
         raise ValueError("--register-redis needs --advertise HOST:PORT (how gateways reach it)")
     guard = EgressGuard(
@@ -113,11 +117,19 @@ async def _serve(args: argparse.Namespace) -> None:
             client, advert, ttl_s=args.register_ttl, prefix=args.register_prefix
         )
         await registration.start()
-    await wait_for_shutdown_signal()
+    signalled = asyncio.create_task(wait_for_shutdown_signal())
+    failed = asyncio.create_task(handle.servicer.failed.wait())
+    await asyncio.wait((signalled, failed), return_when=asyncio.FIRST_COMPLETED)
+    for task in (signalled, failed):
+        task.cancel()
     if registration is not None:
         await registration.stop()  # gateways stop picking it before the server goes away
     await handle.stop(grace=args.grace)
     tracing.shutdown()
+    if handle.servicer.failed.is_set():
+        print("llm-worker: the engine failed fatally; exiting for a restart", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _drain(args: argparse.Namespace) -> int:
@@ -153,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name", help="trtllm: model name clients use")
     serve.add_argument("--kv-cache-free-gpu-memory-fraction", type=float, default=0.9)
     serve.add_argument("--tensor-parallel-size", type=int, default=1)
+    serve.add_argument("--max-seq-len", type=int, help="trtllm: prompt plus output tokens")
+    serve.add_argument("--max-num-tokens", type=int, help="trtllm: tokens per batch step")
+    serve.add_argument(
+        "--trust-remote-code", action="store_true", help="trtllm: run the checkpoint's own code"
+    )
+    serve.add_argument(
+        "--sampler-type",
+        choices=SAMPLER_TYPES,
+        default="TorchSampler",
+        help="trtllm: TRTLLMSampler honours request seeds; TorchSampler refuses them",
+    )
     serve.add_argument("--register-redis", metavar="URL", help="announce this worker in Redis")
     serve.add_argument("--advertise", metavar="HOST:PORT", help="address gateways connect to")
     serve.add_argument("--register-ttl", type=float, default=10.0, help="heartbeat TTL, seconds")
@@ -183,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "drain":
             return asyncio.run(_drain(args))
-        run_event_loop(_serve(args))  # uvloop, like the gateway
+        return run_event_loop(_serve(args))  # uvloop, like the gateway
     except (ImportError, ValueError, ResidencyViolation) as exc:  # missing engine, bad option
         print(f"llm-worker: {exc}", file=sys.stderr)
         return 2
@@ -193,7 +216,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
@@ -21,6 +22,7 @@ from common.telemetry import Tracing
 from workers import convert
 from workers.engine import (
     Engine,
+    EngineFailed,
     EngineOverloaded,
     EngineUnavailable,
     InvalidEngineRequest,
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "llmgateway.worker.v1.WorkerService"
 # Trailing metadata on a refusal that says why, so the gateway stops picking this worker at once.
 STATE_KEY = "llmgw-worker-state"
+# The ErrorInfo domain of a refusal's reason (the worker API's Generate lists the reasons).
+ERROR_DOMAIN = "llmgateway.worker"
 TTFT_ATTRIBUTE = "llmgateway.time_to_first_token_ms"
 
 
@@ -54,9 +58,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self.draining = False
         self._health = health_servicer
         self._changed = asyncio.Event()
+        # Set once the engine failed fatally: the process drains and exits non-zero.
+        self.failed = asyncio.Event()
 
     async def set_draining(self, draining: bool) -> None:
         """Stop (or resume) accepting generations; load watchers and health see it at once."""
+        draining = draining or self.failed.is_set()  # a failed engine never serves again
         if draining != self.draining:
             log.info("worker %s %s", self.worker_id, "draining" if draining else "accepting again")
         self.draining = draining
@@ -69,10 +76,21 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             await self._health.set(SERVICE_NAME, status)
         self._changed.set()
 
+    async def fail(self) -> None:
+        """The engine failed fatally: NOT_SERVING in health and load, and `failed` is set."""
+        if self.failed.is_set():
+            return
+        log.critical("worker %s: engine failed fatally; draining to exit", self.worker_id)
+        self.failed.set()
+        await self.set_draining(True)
+        if self._health is not None:
+            await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.GenerateResponse]:
         if self.draining:
+            # Also after a fatal failure: this request never ran, so another worker may take it.
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 "worker is draining; use another",
@@ -96,7 +114,17 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         except UnsupportedModel as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except InvalidEngineRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                str(exc),
+                trailing_metadata=_error_info(exc.reason, exc.metadata, str(exc)),
+            )
+        except EngineFailed as exc:
+            await self.fail()
+            # "failed": the request met the failure (it may have caused it): never retry it.
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=((STATE_KEY, "failed"),)
+            )
         finally:
             if span is not None:
                 span.set_attribute(telemetry.GEN_AI_USAGE_OUTPUT_TOKENS, tokens)
@@ -162,7 +190,20 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         )
 
     def _load(self) -> pb.Load:
-        return convert.load_message(self._engine.load(), draining=self.draining)
+        return convert.load_message(
+            self._engine.load(), draining=self.draining, failed=self.failed.is_set()
+        )
+
+
+def _error_info(
+    reason: str, metadata: dict[str, str], message: str
+) -> tuple[tuple[str, bytes], ...]:
+    """The `grpc-status-details-bin` trailer of an INVALID_ARGUMENT refusal."""
+    status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+    )
+    return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
 @dataclass

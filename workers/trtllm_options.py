@@ -9,6 +9,10 @@ from typing import Self
 
 _DEFAULT_PATH = "trtllm"
 _DEFAULT_BATCH = 64
+# TorchLlmArgs.sampler_type (tensorrt_llm/llmapi/llm_args.py): TorchSampler is what "auto" picks
+# without beam search, and it ignores SamplingParams.seed; TRTLLMSampler honours seeds.
+SAMPLER_TYPES = ("TorchSampler", "TRTLLMSampler")
+SEEDED_SAMPLERS = frozenset({"TRTLLMSampler"})
 
 
 def _number(data: Mapping[str, object], key: str, path: str) -> float | None:
@@ -26,6 +30,15 @@ def _integer(data: Mapping[str, object], key: str, path: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{path}.{key}: expected an integer")
+    return value
+
+
+def _boolean(data: Mapping[str, object], key: str, path: str) -> bool | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ValueError(f"{path}.{key}: expected true or false")
     return value
 
 
@@ -47,6 +60,10 @@ class TrtLlmOptions:
     routes by, by default the directory's name. `max_batch_size` is the number of in-flight
     batch slots reported as `max_slots`. `stats_timeout_s` bounds one `get_stats_async` round;
     statistics older than `stats_stale_after_s` are not trusted for the load report.
+    `max_seq_len` (prompt plus output) and `max_num_tokens` (tokens per batch step, hence the
+    longest prompt without chunked prefill) default to TensorRT-LLM's own (the checkpoint's
+    context length, 8192). `trust_remote_code` lets the checkpoint run its own Python code.
+    `sampler_type` chooses the PyTorch backend's sampler: only TRTLLMSampler honours seeds.
     """
 
     model_path: str
@@ -57,6 +74,10 @@ class TrtLlmOptions:
     stats_timeout_s: float = 2.0
     stats_stale_after_s: float = 1.0
     stats_idle_interval_s: float = 0.5
+    max_seq_len: int | None = None
+    max_num_tokens: int | None = None
+    trust_remote_code: bool = False
+    sampler_type: str = "TorchSampler"
 
     def __post_init__(self) -> None:
         self._validate(_DEFAULT_PATH)
@@ -77,9 +98,23 @@ class TrtLlmOptions:
             )
         if self.tensor_parallel_size < 1:
             raise ValueError(f"{path}.tensor_parallel_size: must be at least 1")
+        for key in ("max_seq_len", "max_num_tokens"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{path}.{key}: must be at least 1; omit it for the model's own")
+        if self.sampler_type not in SAMPLER_TYPES:
+            raise ValueError(
+                f"{path}.sampler_type: expected one of {list(SAMPLER_TYPES)}, got "
+                f"{self.sampler_type!r}"
+            )
         for key in ("stats_timeout_s", "stats_stale_after_s", "stats_idle_interval_s"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{path}.{key}: must be greater than 0 seconds")
+
+    @property
+    def honours_seeds(self) -> bool:
+        """Whether a request's seed makes sampling reproducible with this sampler."""
+        return self.sampler_type in SEEDED_SAMPLERS
 
     @property
     def model_name(self) -> str:
@@ -105,6 +140,10 @@ class TrtLlmOptions:
         timeout = _number(data, "stats_timeout_s", path)
         stale = _number(data, "stats_stale_after_s", path)
         idle = _number(data, "stats_idle_interval_s", path)
+        max_seq_len = _integer(data, "max_seq_len", path)
+        max_num_tokens = _integer(data, "max_num_tokens", path)
+        trust = _boolean(data, "trust_remote_code", path)
+        sampler = _string(data, "sampler_type", path)
         try:
             return cls(
                 model_path=model_path,
@@ -115,6 +154,10 @@ class TrtLlmOptions:
                 stats_timeout_s=timeout if timeout is not None else 2.0,
                 stats_stale_after_s=stale if stale is not None else 1.0,
                 stats_idle_interval_s=idle if idle is not None else 0.5,
+                max_seq_len=max_seq_len,
+                max_num_tokens=max_num_tokens,
+                trust_remote_code=bool(trust),
+                sampler_type=sampler if sampler is not None else "TorchSampler",
             )
         except ValueError as err:
             # Validation names keys under "trtllm."; report them under the caller's path.

@@ -16,12 +16,12 @@ from gateway.request.errors import (
     Cancelled,
     DeadlineExceeded,
     GatewayError,
-    InvalidArgument,
     ResourceExhausted,
     Unavailable,
     retry_info,
 )
 from gateway.routing.candidates import CandidateIndex
+from gateway.routing.engine_refusals import invalid_request
 from gateway.routing.metrics import RETRIES
 from gateway.routing.picker import NoReadyWorker, affinity_digest, pick
 from gateway.routing.registry import WorkerRegistry
@@ -294,6 +294,12 @@ class Router:
         """A failure before any token: a `_Retry` when another worker may succeed."""
         code = exc.code()
         error = map_worker_error(exc, worker)
+        if _worker_state(exc) == "failed":
+            # The engine died under this request, which may be what killed it: eject the
+            # worker at once (it exits and is restarted) and do not hand the request on.
+            self._registry.ejector.eject_now(worker)
+            self._registry.notify()
+            return error
         if _is_draining(exc):
             worker.draining = True  # stop picking it now, before its next load report says so
             self._registry.notify()
@@ -309,7 +315,10 @@ class Router:
         return _Retry(error, reason)
 
     def _failed(self, worker: WorkerState, exc: grpc.aio.AioRpcError) -> None:
-        if exc.code() in _FAILURE_CODES and not _is_draining(exc):
+        if _worker_state(exc) == "failed":
+            self._registry.ejector.eject_now(worker)
+            self._registry.notify()
+        elif exc.code() in _FAILURE_CODES and not _is_draining(exc):
             self._registry.ejector.failure(worker)
             self._registry.notify()
 
@@ -319,9 +328,13 @@ class Router:
         self.scheduler.wake()
 
 
-def _is_draining(exc: grpc.aio.AioRpcError) -> bool:
+def _worker_state(exc: grpc.aio.AioRpcError) -> str:
     metadata = exc.trailing_metadata() or ()
-    return any(k == WORKER_STATE_KEY and v == "draining" for k, v in metadata)
+    return next((str(v) for k, v in metadata if k == WORKER_STATE_KEY), "")
+
+
+def _is_draining(exc: grpc.aio.AioRpcError) -> bool:
+    return _worker_state(exc) == "draining"
 
 
 def _mid_stream_error(exc: grpc.aio.AioRpcError, worker: WorkerState) -> GatewayError:
@@ -343,7 +356,13 @@ def map_worker_error(exc: grpc.aio.AioRpcError, worker: WorkerState) -> GatewayE
     if code == grpc.StatusCode.CANCELLED:
         return Cancelled("the generation was cancelled")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(f"the model cannot run this request: {exc.details()}")
+        return invalid_request(exc)
+    if _worker_state(exc) == "failed":
+        return Unavailable(
+            f"worker {worker.name} failed while running this request and is being restarted; "
+            "the request was not retried on another worker: send it again",
+            details=[retry_info(1.0)],
+        )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(
             "the workers for this model are saturated; retry after the delay in RetryInfo",
