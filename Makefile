@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
+# The contract as last released: `buf breaking` (in lint) fails on any incompatible change since.
+RELEASE_IMAGE := protos/release-image.binpb
 
-.PHONY: dev test lint protos install clean
+.PHONY: dev test lint protos release-image install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +29,16 @@ dev: $(STAMP)
 protos: $(STAMP)
 	$(BIN)/python protos/generate.py
 
+## At a release: record the protos as released, the baseline for `buf breaking`.
+release-image: $(BUF)
+	$(BUF) build --exclude-source-info -o $(RELEASE_IMAGE)
+
 lint: $(STAMP) $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
+	$(BUF) breaking --against $(RELEASE_IMAGE)
 	$(BIN)/llm-gateway policy check policy/examples/health-region
 	$(BIN)/llm-gateway check-config --config deploy/gateway.yaml
 

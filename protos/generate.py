@@ -16,7 +16,10 @@ from pathlib import Path
 from grpc_tools import protoc
 
 HERE = Path(__file__).resolve().parent
-PROTO_FILES = sorted(p.relative_to(HERE).as_posix() for p in HERE.rglob("*.proto"))
+# google/rpc is vendored for other languages; Python takes it from googleapis-common-protos.
+PROTO_FILES = sorted(
+    p.relative_to(HERE).as_posix() for p in HERE.rglob("*.proto") if "google" not in p.parts
+)
 
 
 def _plugin(name: str) -> str:
@@ -38,8 +41,8 @@ def generate(out_dir: Path) -> None:
         f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        f"--mypy_out={out_dir}",
-        f"--mypy_grpc_out={out_dir}",
+        f"--mypy_out=quiet:{out_dir}",
+        f"--mypy_grpc_out=quiet:{out_dir}",
         *PROTO_FILES,
     ]
     if protoc.main(args) != 0:
