@@ -25,9 +25,11 @@ $(BUF):
 dev: $(STAMP)
 	$(BIN)/llm-gateway dev
 
-## Regenerate the Python modules from protos/ (checked in; tests fail when they are stale).
+## Regenerate the Python modules from protos/ (checked in; tests fail when they are stale),
+## for the server and for the client library in clients/python.
 protos: $(STAMP)
 	$(BIN)/python protos/generate.py
+	$(BIN)/python protos/generate.py --client
 
 ## At a release: record the protos as released, the baseline for `buf breaking`.
 release-image: $(BUF)
