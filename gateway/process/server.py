@@ -1,4 +1,4 @@
-"""Builds and runs a gateway process: components, interceptors, gRPC services, shutdown."""
+"""Builds and runs a gateway process: components, the call stack, gRPC services, shutdown."""
 
 from __future__ import annotations
 
@@ -11,21 +11,21 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
+from llmgateway.v1 import gateway_pb2
 
 from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
 from common.settings import SettingsError
 from common.telemetry import start_tracing
-from gateway.auth.interceptor import AuthInterceptor
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
 from gateway.limits.factory import build_limiter
 from gateway.process.metrics_server import MetricsServer, start_metrics_server
 from gateway.request.auditing import AuditTrail
-from gateway.request.interceptors import build_interceptors
 from gateway.request.pipeline import Pipeline
 from gateway.request.servicer import InferenceServicer
+from gateway.request.stack import build_call_stack
 from gateway.routing.factory import build_registry
 from gateway.routing.registry import WorkerRegistry
 from gateway.routing.router import Router
@@ -144,10 +144,6 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
         tracing=start_tracing(settings.telemetry, guard),
     )
     server = grpc.aio.server(
-        interceptors=build_interceptors(
-            authentication=AuthInterceptor(verifier, mtls=settings.auth.mtls),
-            on_refused=pipeline.record_refused_call,
-        ),
         options=[
             ("grpc.max_receive_message_length", settings.server.max_request_bytes),
             # Above gRPC's 8 KiB soft limit, so that an oversized token gets the verifier's own
@@ -157,7 +153,13 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
             ("grpc.so_reuseport", int(settings.server.processes > 1)),
         ],
     )
-    gateway_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(pipeline), server)
+    server.add_generic_rpc_handlers(
+        (
+            build_call_stack(
+                InferenceServicer(pipeline), Authenticator(verifier, mtls=settings.auth.mtls)
+            ),
+        )
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

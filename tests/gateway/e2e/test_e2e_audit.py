@@ -326,7 +326,7 @@ async def test_every_outcome_has_exactly_one_record_and_the_ledger_verifies(
 async def test_a_refusal_inside_the_exchange_is_spooled_once(
     audited_gateway: GatewayHandle, store: Store, mint: Mint, channel_to: ChannelTo
 ) -> None:
-    # The exchange writes the record of a refused request; the error interceptor must not
+    # The exchange writes the record of a refused request; nothing outside it may
     # append it a second time (the ledger would dedupe it, but it costs a second fsync and a
     # second shipment, and the spool's count of appends no longer matches the requests).
     gateway = audited_gateway
