@@ -34,7 +34,7 @@ lint: $(STAMP) $(BUF)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
-	$(BIN)/llm-gateway policy check policy/examples/health-region
+	$(BIN)/llm-gateway policy check --require-register policy/examples/health-region
 	$(BIN)/llm-gateway check-config --config deploy/gateway.yaml
 
 ## Stop at once, with the install command, when a server the tests start is missing.

@@ -13,10 +13,9 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
-from workers.sim import SimConfig
+from workers.sim import SimConfig, answer_parameters
 
 _CHUNK = 1 << 20
 PREFIX = "sha256:"
@@ -48,13 +47,14 @@ def directory_digest(directory: Path) -> str:
 def sim_digest(config: SimConfig, model: str) -> str:
     """`sha256:<hex>` of the simulator's configuration for `model`: deterministic, no clock.
 
-    Everything that shapes the simulated answers and timings is included, so a simulator run
-    with another latency model or capacity counts as another build.
+    It covers what shapes the answers (the simulator's analogue of weights: vocabulary, end of
+    sequence probability, context length), not the latency model or the batch size, just as a
+    model directory's digest does not change with TensorRT-LLM's batch size.
     """
-    settings = asdict(config)
-    settings.pop("models")
     material = json.dumps(
-        {"engine": "sim", "model": model, "config": settings}, sort_keys=True, separators=(",", ":")
+        {"engine": "sim", "model": model, **answer_parameters(config)},
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return PREFIX + hashlib.sha256(material.encode()).hexdigest()
 

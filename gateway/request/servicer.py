@@ -50,9 +50,16 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         policy = self._pipeline.policy.current()
         department = policy.department(principal.department) if principal else None
         allowed = department.models if department else frozenset()
+        purposes = policy.register.purposes_for
+        dept = department.name if department else ""
         return pb.ListModelsResponse(
             models=[
-                pb.ModelInfo(name=m.name, pools=m.pools, ready_workers=m.ready_workers)
+                pb.ModelInfo(
+                    name=m.name,
+                    pools=m.pools,
+                    ready_workers=m.ready_workers,
+                    purposes=purposes(dept, m.name),
+                )
                 for m in self._pipeline.router.models().values()
                 if m.name in allowed
             ]
