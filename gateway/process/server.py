@@ -69,6 +69,7 @@ class GatewayHandle:
         details = {f"policy.{k}": v for k, v in self.pipeline.policy.health().items()}
         details.update({f"limits.{k}": v for k, v in self.pipeline.limiter.health().items()})
         details.update(self.pipeline.audit.health())
+        details.update(self.pipeline.router.health())
         return details
 
     async def stop(self, grace: float | None = None) -> None:
