@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
@@ -17,7 +20,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from common.settings import SettingsError, section
 
+log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:9464"
+_READ_ATTEMPTS = 5
+_T = TypeVar("_T")
 HEALTHZ = "/healthz"
 READYZ = "/readyz"
 
@@ -116,13 +122,21 @@ def probe_app(metrics: WsgiApp, ready: Callable[[], bool]) -> WsgiApp:
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        try:
+            return route(path, environ, start_response)
+        except Exception:
+            # Through logging (one JSON line), not wsgiref's traceback on stderr.
+            log.exception("metrics endpoint: %s failed", path)
+            return _plain(start_response, "500 Internal Server Error", b"failed, retry\n")
+
+    def route(path: str, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         if path == HEALTHZ:
             return _plain(start_response, "200 OK", b"ok\n")
         if path == READYZ:
             if ready():
                 return _plain(start_response, "200 OK", b"ready\n")
             return _plain(start_response, "503 Service Unavailable", b"not serving\n")
-        return metrics(environ, start_response)
+        return _retrying_read(lambda: list(metrics(environ, start_response)))
 
     return app
 
@@ -166,11 +180,27 @@ def multiprocess_registry(directory: Path) -> CollectorRegistry:
 
 
 def sample_sum(registry: CollectorRegistry, name: str) -> float:
-    """The sum of the samples of metric family `name` (0 when it has none yet)."""
-    return sum(
-        sample.value
-        for family in registry.collect()
-        if family.name == name
-        for sample in family.samples
-        if sample.name == name
+    """The sum of the samples named `name`, all labels (0 when there are none yet)."""
+    return _retrying_read(
+        lambda: sum(
+            sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        )
     )
+
+
+def _retrying_read(read: Callable[[], _T]) -> _T:
+    """`read()` of the metrics files, again when one was caught half-created.
+
+    prometheus_client creates a process's file empty and then sizes it; a read in between fails
+    with struct.error, and succeeds a moment later. (The metrics app builds its whole output
+    before it calls start_response, so a retry never answers twice.)
+    """
+    for _ in range(_READ_ATTEMPTS - 1):
+        try:
+            return read()
+        except struct.error:
+            time.sleep(0.01)
+    return read()
