@@ -10,10 +10,12 @@ from a single-process gateway (prometheus_client keeps no exemplars in multiproc
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Container
 from dataclasses import dataclass
+from importlib import metadata
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.request.domain import GenerationResult
 
@@ -69,6 +71,18 @@ QUEUE_WAIT = Histogram(
     ["department"],
     buckets=TTFT_BUCKETS,
 )
+
+BUILD_INFO = Gauge(
+    "llmgw_build_info",
+    "Always 1; the labels say which gateway build and Python run this process.",
+    ["version", "python"],
+    multiprocess_mode="max",
+)
+try:
+    _VERSION = metadata.version("llm-gateway")
+except metadata.PackageNotFoundError:  # running from a source tree without installing
+    _VERSION = "unknown"
+BUILD_INFO.labels(version=_VERSION, python=platform.python_version()).set(1)
 
 OPERATION = "chat"
 _ENABLED = os.environ.get("LLMGW_REQUEST_METRICS", "1") != "0"
