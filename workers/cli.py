@@ -17,6 +17,7 @@ from common.egress import EgressGuard, ResidencySettings, ResidencyViolation
 from common.eventloop import run_event_loop
 from common.telemetry import TelemetrySettings, start_tracing
 from common.worker_registry import DEFAULT_PREFIX, Advert, redis_client
+from workers import metrics
 from workers.engine import Engine
 from workers.registration import RedisRegistration
 from workers.server import start_worker
@@ -99,6 +100,15 @@ async def _serve(args: argparse.Namespace) -> None:
         credentials=server_tls(args),
     )
     print(f"worker {handle.servicer.worker_id} listening on port {handle.port}", flush=True)
+    refresher: asyncio.Task[None] | None = None
+    if args.metrics_listen:
+        metrics_server = metrics.start_metrics(args.metrics_listen)
+        host, port = metrics_server.server_address[:2]
+        print(f"worker metrics on http://{host}:{port}/metrics", flush=True)
+        servicer = handle.servicer
+        refresher = asyncio.create_task(
+            metrics.refresh_forever(handle.engine, lambda: servicer.draining)
+        )
     registration: RedisRegistration | None = None
     if args.register_redis:
         advert = Advert(
@@ -117,6 +127,8 @@ async def _serve(args: argparse.Namespace) -> None:
     if registration is not None:
         await registration.stop()  # gateways stop picking it before the server goes away
     await handle.stop(grace=args.grace)
+    if refresher is not None:
+        refresher.cancel()
     tracing.shutdown()
 
 
@@ -163,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--otlp-endpoint", help="export trace spans here (off when unset)")
     serve.add_argument("--otlp-insecure", action="store_true", help="plaintext OTLP (loopback)")
     serve.add_argument("--trace-sample-ratio", type=float, default=1.0)
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (slots, queue, KV cache, tokens); off when unset",
+    )
     serve.add_argument(
         "--allow-network",
         action="append",
