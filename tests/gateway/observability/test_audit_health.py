@@ -81,9 +81,9 @@ async def test_audit_goes_not_serving_during_a_store_outage_and_comes_back(
         assert sample_total(text, "llmgw_audit_healthy") == 0
         assert sample_total(text, "llmgw_audit_oldest_unshipped_age_seconds") > 1
         assert sample_total(text, "llmgw_audit_ship_errors_total") >= 1
-        assert "shipping to the audit store has failed" in gateway.component_health()[
-            "audit_status"
-        ]
+        assert (
+            "shipping to the audit store has failed" in gateway.component_health()["audit_status"]
+        )
 
         store = await serve_store(store_settings)  # the store comes back on the same address
         try:
