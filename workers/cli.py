@@ -103,7 +103,7 @@ async def _serve(args: argparse.Namespace) -> None:
     refresher: asyncio.Task[None] | None = None
     if args.metrics_listen:
         metrics_server = metrics.start_metrics(args.metrics_listen)
-        host, port = metrics_server.server_address[:2]
+        host, port = str(metrics_server.server_address[0]), int(metrics_server.server_address[1])
         print(f"worker metrics on http://{host}:{port}/metrics", flush=True)
         servicer = handle.servicer
         refresher = asyncio.create_task(
