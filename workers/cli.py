@@ -17,6 +17,7 @@ from common.egress import EgressGuard, ResidencySettings, ResidencyViolation
 from common.eventloop import run_event_loop, wait_for_shutdown_signal
 from common.telemetry import TelemetrySettings, start_tracing
 from common.worker_registry import DEFAULT_PREFIX, Advert, redis_client
+from workers import metrics
 from workers.digest import directory_digest
 from workers.digest import main as digest_main
 from workers.engine import Engine
@@ -112,6 +113,15 @@ async def _serve(args: argparse.Namespace) -> int:
         model_digests=digests,
     )
     print(f"worker {handle.servicer.worker_id} listening on port {handle.port}", flush=True)
+    refresher: asyncio.Task[None] | None = None
+    if args.metrics_listen:
+        metrics_server = metrics.start_metrics(args.metrics_listen)
+        host, port = str(metrics_server.server_address[0]), int(metrics_server.server_address[1])
+        print(f"worker metrics on http://{host}:{port}/metrics", flush=True)
+        servicer = handle.servicer
+        refresher = asyncio.create_task(
+            metrics.refresh_forever(handle.engine, lambda: servicer.draining)
+        )
     registration: RedisRegistration | None = None
     if args.register_redis:
         advert = Advert(
@@ -134,6 +144,8 @@ async def _serve(args: argparse.Namespace) -> int:
     if registration is not None:
         await registration.stop()  # gateways stop picking it before the server goes away
     await handle.stop(grace=args.grace)
+    if refresher is not None:
+        refresher.cancel()
     tracing.shutdown()
     if handle.servicer.failed.is_set():
         print("llm-worker: the engine failed fatally; exiting for a restart", file=sys.stderr)
@@ -195,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--otlp-endpoint", help="export trace spans here (off when unset)")
     serve.add_argument("--otlp-insecure", action="store_true", help="plaintext OTLP (loopback)")
     serve.add_argument("--trace-sample-ratio", type=float, default=1.0)
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (slots, queue, KV cache, tokens); off when unset",
+    )
     serve.add_argument(
         "--allow-network",
         action="append",

@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from common import telemetry
 from common.telemetry import Tracing
-from workers import convert
+from workers import convert, metrics
 from workers.digest import sim_digests
 from workers.engine import (
     Engine,
@@ -106,6 +106,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         try:
             async for chunks in coalesce(self._engine.generate(convert.engine_request(request))):
                 message = convert.merge_chunks(chunks)
+                if message.token_count:
+                    metrics.OUTPUT_TOKENS.inc(message.token_count)
                 if span is not None:
                     if not tokens and message.token_count:
                         span.set_attribute(TTFT_ATTRIBUTE, (time.monotonic() - started) * 1000)

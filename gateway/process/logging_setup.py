@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import IO, Self
 
 from common.settings import SettingsError, section, typed
+from gateway.request import access_log
 
 # Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
 # (`exc_text` would match the content pattern, so the standard names are never filtered.)
@@ -25,7 +26,7 @@ CONTENT_FIELD = re.compile(r"prompt|text|content|completion|answer|messages", re
 SAFE_SUFFIX = re.compile(r"_(tokens|count|chars|length|len|bytes|hash|sha256|hmac)$", re.IGNORECASE)
 DROPPED_FIELDS_KEY = "dropped_fields"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SETTINGS_KEYS = ("level", "format", "capture_content")
+_SETTINGS_KEYS = ("level", "format", "capture_content", "access_log", "access_log_rate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +34,15 @@ class LoggingSettings:
     """Log level, `json` (one object per line) or `text`, and whether content fields may pass.
 
     `capture_content` only disables the safety filter; it is meant for a developer's machine,
-    never for a deployment holding real prompts.
+    never for a deployment holding real prompts. `access_log` writes one line per request
+    (logger `llmgateway.access`), at most `access_log_rate` lines per second on average.
     """
 
     level: str = "INFO"
     format: str = "json"
     capture_content: bool = False
+    access_log: bool = True
+    access_log_rate: float = 200.0
 
     @classmethod
     def from_mapping(cls, data: object, path: str = "logging") -> Self:
@@ -50,7 +54,16 @@ class LoggingSettings:
         fmt = typed(d, "format", path, str, "json")
         if fmt not in ("json", "text"):
             raise SettingsError(f"{path}.format: expected 'json' or 'text'")
-        return cls(level, fmt, typed(d, "capture_content", path, bool, False))
+        rate = typed(d, "access_log_rate", path, float, 200.0)
+        if rate <= 0:
+            raise SettingsError(f"{path}.access_log_rate: expected lines per second above 0")
+        return cls(
+            level,
+            fmt,
+            typed(d, "capture_content", path, bool, False),
+            typed(d, "access_log", path, bool, True),
+            rate,
+        )
 
 
 class ContentFieldFilter(logging.Filter):
@@ -130,4 +143,5 @@ def configure_logging(
         handler.addFilter(ContentFieldFilter())
     root.addHandler(handler)
     root.setLevel(settings.level)
+    access_log.configure(enabled=settings.access_log, rate_per_s=settings.access_log_rate)
     return handler

@@ -216,7 +216,7 @@ async def _report_component_health(handle: GatewayHandle) -> None:
         "llmgateway.limits": lambda: (
             not any("degraded" in v for v in handle.pipeline.limiter.health().values())
         ),
-        "llmgateway.audit": lambda: not handle.pipeline.audit.is_full,
+        "llmgateway.audit": lambda: not handle.pipeline.audit.problem(),
     }
     while True:
         for name, healthy in checks.items():

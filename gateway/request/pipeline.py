@@ -24,6 +24,7 @@ from common.telemetry import Tracing, content_capture_allowed
 from common.worker_wire import FINISH_FROM_PROTO, ROLE_VALUES
 from gateway.auth.principal import Principal
 from gateway.limits.base import Completion, RateLimiter
+from gateway.request import access_log, metrics
 from gateway.request.admission import Admitted, Gate
 from gateway.request.audit_record import build_record, outcome_of
 from gateway.request.auditing import AuditTrail
@@ -269,6 +270,19 @@ class Exchange:
             trace_id=self.trace.trace_id,
             span_id=self.trace.span_id,
             refusal=exc,
+        )
+        policy = self._pipeline.policy.current()
+        access_log.record(
+            metrics.summarize(
+                result,
+                department=department,
+                audit_outcome=outcome.value,
+                grpc_status=status,
+                streaming=self._streaming,
+                trace_id=self.trace.trace_id,
+                known_models=policy.model_catalog,
+                known_departments=policy.departments,
+            )
         )
         try:
             await self._pipeline.audit.append(record)
