@@ -72,6 +72,13 @@ class LedgerReads:
         for row in self._stream(sql + " ORDER BY id", params):
             yield int(row[0]), Checkpoint(int(row[1]), row[2], row[3], row[4])
 
+    def newest_checkpoint(self) -> Checkpoint | None:
+        row = self._x(
+            "SELECT created_ns, payload, signature, public_key FROM checkpoints "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else Checkpoint(int(row[0]), row[1], row[2], row[3])
+
     def delete_checkpoints(self, ids: Sequence[int]) -> int:
         """Delete checkpoints by row id (coarsening decides which); returns how many went."""
         n = 0
