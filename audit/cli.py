@@ -210,3 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, KeyFileError) as err:
         print(f"llm-audit {args.command}: {err}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
