@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -61,7 +62,7 @@ class ChainOutcome:
 def _seq(body: str) -> int | None:
     try:
         value = json.loads(body).get("sequence")
-    except (ValueError, AttributeError):
+    except (ValueError, TypeError, AttributeError):
         return None
     return value if isinstance(value, int) else None
 
@@ -131,14 +132,35 @@ def _side_tables(data: dict[str, Any], row: tuple[Any, ...]) -> tuple[str, str] 
     return None
 
 
+def _recomputed(link: Link) -> str | None:
+    """The link's hash recomputed, or None when its stored fields are not even well-formed."""
+    try:
+        return link_hash(link.prev_hash, link.body)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _body(link: Link) -> dict[str, Any] | None:
+    try:
+        data = json.loads(link.body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def check_chain(
     ledger: Ledger, plan: ChainPlan, on_records: Callable[[int], None] | None = None
 ) -> ChainOutcome:
     """Verify one source's chain in one pass; stops at the chain's first problem."""
+    scan = ledger.scan(plan.source, plan.start[0] if plan.start else 0)
+    with contextlib.closing(scan):  # a chain that breaks early must not leave its cursor open
+        return _check_rows(plan, scan, on_records)
+
+
+def _check_rows(
+    plan: ChainPlan, rows: Iterator[tuple[Any, ...]], on_records: Callable[[int], None] | None
+) -> ChainOutcome:
     out = ChainOutcome(plan.source)
-    rows: Iterator[tuple[Any, ...]] = iter(
-        ledger.scan(plan.source, plan.start[0] if plan.start else 0)
-    )
     prev, expected = GENESIS, 1
     if plan.start is not None:
         first = next(rows, None)
@@ -163,7 +185,7 @@ def check_chain(
             on_records(PROGRESS_EVERY)
         # Order matters: a moved record has an intact body but its position column changed,
         # which is a reorder, not an alteration; so links are checked before columns.
-        if link_hash(link.prev_hash, link.body) != link.hash:
+        if _recomputed(link) != link.hash:
             out.problems.append(
                 _problem("altered", link, ": its hashed content or hash was changed")
             )
@@ -183,7 +205,10 @@ def check_chain(
             else:
                 out.problems.append(_problem(kind, named, f" {kind}: {why}"))
             break
-        data: dict[str, Any] = json.loads(link.body)
+        data = _body(link)
+        if data is None:
+            out.problems.append(_problem("altered", link, ": its hashed content is not a record"))
+            break
         why_col = _columns(link, data, row)
         if why_col is not None:
             out.problems.append(_problem("altered", link, f": {why_col}"))

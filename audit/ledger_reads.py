@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from audit.checkpoint import Checkpoint
@@ -52,10 +52,12 @@ class LedgerReads:
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
 
-    def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+    def _stream(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> Generator[tuple[Any, ...], None, None]:
         yield from self._x(sql, params)
 
-    def scan(self, source: str, from_index: int = 0) -> Iterator[tuple[Any, ...]]:
+    def scan(self, source: str, from_index: int = 0) -> Generator[tuple[Any, ...], None, None]:
         """One chain in chain order from `from_index` on, joined with its side-table rows.
 
         Rows are tuples in `SCAN_COLUMNS` order. One statement, so one consistent snapshot.
@@ -70,7 +72,8 @@ class LedgerReads:
             sql += " WHERE created_ns > ?"
             params.append(after_ns)
         for row in self._stream(sql + " ORDER BY id", params):
-            yield int(row[0]), Checkpoint(int(row[1]), row[2], row[3], row[4])
+            created = row[1] if isinstance(row[1], int) else -1  # verify reports the mismatch
+            yield int(row[0]), Checkpoint(created, row[2], row[3], row[4])
 
     def newest_checkpoint(self) -> Checkpoint | None:
         row = self._x(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import psycopg
@@ -29,7 +29,9 @@ class PostgresLedger(SqlLedger):
         super().__init__(conn)
         self._cursors = itertools.count()
 
-    def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+    def _stream(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> Generator[tuple[Any, ...], None, None]:
         # A named (server-side) cursor fetches `itersize` rows at a time, so a chain of any
         # length streams in bounded memory; it needs a transaction, which also pins a snapshot.
         name = f"llmgw_stream_{next(self._cursors)}"
