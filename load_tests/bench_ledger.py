@@ -241,7 +241,7 @@ def main() -> None:
         db = args.db or (None if args.postgres else str(Path(tmp) / "ledger.db"))
         if db is not None and Path(db).exists():
             raise SystemExit(f"{db}: exists; give a new path")
-        keys = Path(db + ".keys") if args.db else Path(tmp) / "keys"
+        keys = Path(args.db + ".keys") if args.db else Path(tmp) / "keys"
         rows = bench(args, db, keys)
     backend = "PostgreSQL" if args.postgres else "SQLite"
     print(f"ledger benchmark: {args.records:,} records, {args.sources} sources, "

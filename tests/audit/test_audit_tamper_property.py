@@ -31,6 +31,8 @@ RECORD_COLUMNS = (
     "purpose", "outcome", "status_code", "prompt_tokens", "completion_tokens", "body",
     "prev_hash", "hash",
 )  # fmt: skip
+POSITION = "SELECT source, chain_index FROM records WHERE rowid = ?"
+CP_COLUMNS = "created_ns, payload, signature, public_key"
 ACTIONS = [
     ("records", "edit"), ("records", "delete"), ("records", "insert"), ("records", "reorder"),
     ("records", "truncate"), ("contents", "edit"), ("contents", "delete"),
@@ -78,7 +80,7 @@ def _mutate(conn: sqlite3.Connection, table: str, action: str, data: st.DataObje
     pick = data.draw(st.sampled_from(ids))
     if action == "truncate":
         if table == "records":
-            src, top = conn.execute("SELECT source, chain_index FROM records WHERE rowid = ?", (pick,)).fetchone()  # fmt: skip
+            src, top = conn.execute(POSITION, (pick,)).fetchone()
             cut = data.draw(st.integers(min_value=0, max_value=top - 1)) if top > 1 else 0
             conn.execute("DELETE FROM records WHERE source = ? AND chain_index > ?", (src, cut))
             return f"truncate {src} after {cut}"
@@ -104,8 +106,8 @@ def _mutate(conn: sqlite3.Connection, table: str, action: str, data: st.DataObje
     if action == "reorder":
         other = data.draw(st.sampled_from([i for i in ids if i != pick]))
         if table == "records":  # swap two records' positions (within one chain or across)
-            a = conn.execute("SELECT source, chain_index FROM records WHERE rowid = ?", (pick,)).fetchone()  # fmt: skip
-            b = conn.execute("SELECT source, chain_index FROM records WHERE rowid = ?", (other,)).fetchone()  # fmt: skip
+            a = conn.execute(POSITION, (pick,)).fetchone()
+            b = conn.execute(POSITION, (other,)).fetchone()
             conn.execute(
                 "UPDATE records SET source = ?, chain_index = ? WHERE rowid = ?", (*b, pick)
             )
@@ -113,28 +115,47 @@ def _mutate(conn: sqlite3.Connection, table: str, action: str, data: st.DataObje
                 "UPDATE records SET source = ?, chain_index = ? WHERE rowid = ?", (*a, other)
             )
         elif table == "contents":
-            rows = conn.execute("SELECT record_id, prompt_text, answer_text FROM contents WHERE rowid IN (?, ?)", (pick, other)).fetchall()  # fmt: skip
+            rows = conn.execute(
+                "SELECT record_id, prompt_text, answer_text FROM contents WHERE rowid IN (?, ?)",
+                (pick, other),
+            ).fetchall()
             for (rid, _, _), (_, p, a) in zip(rows, reversed(rows), strict=True):
-                conn.execute("UPDATE contents SET prompt_text = ?, answer_text = ? WHERE record_id = ?", (p, a, rid))  # fmt: skip
+                conn.execute(
+                    "UPDATE contents SET prompt_text = ?, answer_text = ? WHERE record_id = ?",
+                    (p, a, rid),
+                )
         else:
             conn.execute("UPDATE checkpoints SET id = -id WHERE id IN (?, ?)", (pick, other))
-            conn.execute("UPDATE checkpoints SET id = CASE WHEN id = ? THEN ? ELSE ? END WHERE id < 0", (-pick, other, pick))  # fmt: skip
+            conn.execute(
+                "UPDATE checkpoints SET id = CASE WHEN id = ? THEN ? ELSE ? END WHERE id < 0",
+                (-pick, other, pick),
+            )
         return f"reorder {table} rows {pick} and {other}"
     # insert
     if table == "records":
-        row = conn.execute(f"SELECT {', '.join(RECORD_COLUMNS)} FROM records WHERE rowid = ?", (pick,)).fetchone()  # fmt: skip
+        cols = ", ".join(RECORD_COLUMNS)
+        row = conn.execute(f"SELECT {cols} FROM records WHERE rowid = ?", (pick,)).fetchone()
         index = data.draw(st.integers(min_value=1, max_value=9))
         values = (row[0], index, "forged", *row[3:])
-        conn.execute(f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * 15)})", values)  # fmt: skip
+        conn.execute(f"INSERT INTO records ({cols}) VALUES ({', '.join('?' * 15)})", values)
         return f"insert a copy of record row {pick} at chain index {index}"
     if table == "contents":
-        bare = [r[0] for r in conn.execute("SELECT record_id FROM records WHERE record_id NOT IN (SELECT record_id FROM contents)")]  # fmt: skip
+        bare = [
+            r[0]
+            for r in conn.execute(
+                "SELECT record_id FROM records WHERE record_id NOT IN "
+                "(SELECT record_id FROM contents)"
+            )
+        ]
         rid = data.draw(st.sampled_from([*bare, "no-such-record"]))
         conn.execute("INSERT INTO contents (record_id, prompt_text) VALUES (?, 'planted')", (rid,))
         return f"insert text for {rid}"
-    row = conn.execute("SELECT created_ns, payload, signature, public_key FROM checkpoints WHERE rowid = ?", (pick,)).fetchone()  # fmt: skip
+    row = conn.execute(f"SELECT {CP_COLUMNS} FROM checkpoints WHERE rowid = ?", (pick,)).fetchone()
     payload = row[1].replace('"chain_index":', '"chain_index":1', 1)
-    conn.execute("INSERT INTO checkpoints (created_ns, payload, signature, public_key) VALUES (?, ?, ?, ?)", (row[0], payload, row[2], row[3]))  # fmt: skip
+    conn.execute(
+        f"INSERT INTO checkpoints ({CP_COLUMNS}) VALUES (?, ?, ?, ?)",
+        (row[0], payload, row[2], row[3]),
+    )
     return f"insert a forged copy of checkpoint row {pick}"
 
 

@@ -125,11 +125,13 @@ def test_checkpoint_time_column_and_order_are_checked(
     ledger.append([make_record()])
     _sign(ledger)
     tamper(
-        "UPDATE checkpoints SET created_ns = created_ns + 1 WHERE id = (SELECT MIN(id) FROM checkpoints)"
+        "UPDATE checkpoints SET created_ns = created_ns + 1 "
+        "WHERE id = (SELECT MIN(id) FROM checkpoints)"
     )
     assert _kinds(ledger) == [("checkpoint", "")]
     tamper(
-        "UPDATE checkpoints SET created_ns = created_ns - 1 WHERE id = (SELECT MIN(id) FROM checkpoints)"
+        "UPDATE checkpoints SET created_ns = created_ns - 1 "
+        "WHERE id = (SELECT MIN(id) FROM checkpoints)"
     )
     assert verify(ledger, KEY.public_key()).ok
     tamper("UPDATE checkpoints SET id = -id")  # the newer one now comes first

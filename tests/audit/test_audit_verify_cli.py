@@ -148,6 +148,6 @@ def test_query_by_subject_through_the_pseudonym_key(
 def test_coarsen_command(
     signed: tuple[Path, Path, MakeRecord], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db, keys, _ = signed
+    db, _, _ = signed
     assert main(["coarsen-checkpoints", "--db", str(db)]) == 0
     assert "removed 0 checkpoint(s) older than 30 days" in capsys.readouterr().out
