@@ -14,6 +14,7 @@ from pathlib import Path
 from audit import verify_cli
 from audit.checkpoint import load_or_create_signing_key, sign_checkpoint
 from audit.coarsen import KEEP_ALL_DAYS, coarsen_checkpoints
+from audit.export import write_export
 from audit.ledger import QUERY_COLUMNS, Ledger, QueryFilter
 from audit.pseudonym import KeyFileError, Pseudonymizer, load_or_create_key
 from audit.report import USAGE_COLUMNS, parse_period, parse_time, render, render_png, usage_dicts
@@ -65,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("erase", help="GDPR erasure: unlink a subject from their records")
     _ledger_args(p)
     _subject_args(p, required=True)
+
+    p = sub.add_parser("export", help="GDPR access: one person's records as JSON and a table")
+    _ledger_args(p)
+    _subject_args(p, required=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="writes records.json, records.txt")
 
     p = sub.add_parser("query", help="list records")
     _ledger_args(p)
@@ -176,6 +182,14 @@ def _checkpoint(ledger: Ledger, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_subject(ledger: Ledger, args: argparse.Namespace) -> int:
+    pseudonym = _pseudonym(args)
+    assert pseudonym is not None  # argparse requires one of the two
+    n = write_export(ledger, pseudonym, Path(args.out))
+    print(f"exported {n} record(s) to {args.out}/records.json and {args.out}/records.txt")
+    return 0
+
+
 def _coarsen(ledger: Ledger, args: argparse.Namespace) -> int:
     n = coarsen_checkpoints(ledger, time.time_ns(), args.keep_all_days)
     print(f"removed {n} checkpoint(s) older than {args.keep_all_days} days (kept one a day)")
@@ -185,6 +199,7 @@ def _coarsen(ledger: Ledger, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "verify": verify_cli.run_verify,
     "coarsen-checkpoints": _coarsen,
+    "export": _export_subject,
     "erase": _erase,
     "query": _query,
     "report": _report,

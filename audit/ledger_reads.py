@@ -91,6 +91,16 @@ class LedgerReads:
             n += self._x(f"DELETE FROM checkpoints WHERE id IN ({marks})", chunk).rowcount
         return n
 
+    def subject_rows(self, pseudonym: str) -> Generator[tuple[Any, ...], None, None]:
+        """(body, prompt_text, answer_text) of a subject's records in time order, by its index."""
+        return self._stream(
+            "SELECT r.body, c.prompt_text, c.answer_text FROM subject_links l "
+            "JOIN records r ON r.record_id = l.record_id "
+            "LEFT JOIN contents c ON c.record_id = l.record_id "
+            "WHERE l.subject_pseudonym = ? ORDER BY +r.time_ns, r.record_id",
+            (pseudonym,),
+        )
+
     def orphan_side_rows(self, limit: int = 10) -> list[tuple[str, str]]:
         """(table, record_id) of text rows whose record is not in the ledger.
 
