@@ -34,13 +34,15 @@ class Problem:
 class ChainPlan:
     """What one chain is checked against, built from the checkpoints before the scan.
 
-    `signed` maps a chain index to the (hash, checkpoint created_ns) pairs signed for it.
+    `signed` maps a chain index to the (hash, checkpoint created_ns) first signed for it;
+    `conflicts` holds any other hash signed for an index (one of them must then mismatch).
     `start` is where the scan begins: None is genesis. It is the single place where a chain may
     start later than its first record (incremental runs start at an already verified head).
     """
 
     source: str
-    signed: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+    signed: dict[int, tuple[str, int]] = field(default_factory=dict)
+    conflicts: list[tuple[int, str, int]] = field(default_factory=list)
     start: tuple[int, str] | None = None
 
     def max_signed(self) -> tuple[int, int] | None:
@@ -48,7 +50,7 @@ class ChainPlan:
         if not self.signed:
             return None
         index = max(self.signed)
-        return index, self.signed[index][0][1]
+        return index, self.signed[index][1]
 
 
 @dataclass(slots=True)
@@ -132,6 +134,15 @@ def _side_tables(data: dict[str, Any], row: tuple[Any, ...]) -> tuple[str, str] 
     return None
 
 
+def _mismatch(link: Link, signed: tuple[tuple[str, int], ...]) -> Problem | None:
+    """A problem when a checkpoint signed another hash for this link's index."""
+    for signed_hash, created in signed:
+        if signed_hash != link.hash:
+            why = f" differs from the head signed in checkpoint {created}: the chain was rewritten"
+            return _problem("checkpoint", link, why)
+    return None
+
+
 def _recomputed(link: Link) -> str | None:
     """The link's hash recomputed, or None when its stored fields are not even well-formed."""
     try:
@@ -178,6 +189,9 @@ def _check_rows(
         prev, expected = plan.start[1], plan.start[0] + 1
         out.last = plan.start
     recent: collections.deque[Link] = collections.deque(maxlen=WINDOW)
+    extra: dict[int, tuple[tuple[str, int], ...]] = {}
+    for index, other_hash, created in plan.conflicts:
+        extra[index] = (*extra.get(index, ()), (other_hash, created))
     for row in rows:
         link = Link(plan.source, row[0], row[1], row[2], row[3], row[4])
         out.records += 1
@@ -217,18 +231,12 @@ def _check_rows(
         if side is not None:
             out.problems.append(_problem(side[0], link, f": {side[1]}"))
             break
-        for signed_hash, created in plan.signed.get(link.chain_index, ()):
-            if signed_hash != link.hash:
-                out.problems.append(
-                    _problem(
-                        "checkpoint", link,
-                        f" differs from the head signed in checkpoint {created}: "
-                        "the chain was rewritten",
-                    )
-                )  # fmt: skip
+        signed = plan.signed.get(link.chain_index)
+        if signed is not None:
+            bad = _mismatch(link, (signed, *extra.get(link.chain_index, ())))
+            if bad is not None:
+                out.problems.append(bad)
                 break
-        if out.problems:
-            break
         recent.append(link)
         prev, expected = link.hash, link.chain_index + 1
         out.last = (link.chain_index, link.hash)

@@ -61,11 +61,15 @@ def _cp_problem(cp: Checkpoint, why: str) -> Problem:
 
 
 def _add_checkpoint(
-    cp: Checkpoint, plans: _Plans, key: Ed25519PublicKey | None, result: VerifyResult
+    cp: Checkpoint,
+    plans: _Plans,
+    key: Ed25519PublicKey | None,
+    key_hex: str,
+    result: VerifyResult,
 ) -> None:
     """Check one checkpoint's signature and record the heads it signs (no chain is read here)."""
     result.checkpoints += 1
-    if key is not None and cp.public_key != raw_public_key(key).hex():
+    if key is not None and cp.public_key != key_hex:
         result.problems.append(_cp_problem(cp, "signed by another key"))
         return
     if key is not None and not cp.signature_valid(key):
@@ -73,7 +77,7 @@ def _add_checkpoint(
         return
     try:
         payload = json.loads(cp.payload)
-        heads = cp.heads()
+        heads = {s: (int(h["chain_index"]), str(h["hash"])) for s, h in payload["heads"].items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         result.problems.append(_cp_problem(cp, "malformed payload"))
         return
@@ -82,20 +86,19 @@ def _add_checkpoint(
         return
     if key is not None and (result.newest is None or cp.created_ns > result.newest.created_ns):
         result.newest = cp
-    for source, head in heads.items():
+    for source, (index, head_hash) in heads.items():
         plan = plans.plan(source)
-        start = plan.start[0] if plan.start else 0
-        if head.chain_index < start:
+        if plan.start is not None and index < plan.start[0]:
             result.problems.append(
                 _cp_problem(
-                    cp, f"signs chain index {head.chain_index} of {source}, behind the head "
+                    cp, f"signs chain index {index} of {source}, behind the head "
                     "verified by the last run: the chain was rewritten; run a full verify",
                 )
             )  # fmt: skip
             continue
-        signed = plan.signed.setdefault(head.chain_index, [])
-        if all(h != head.hash for h, _ in signed):
-            signed.append((head.hash, cp.created_ns))
+        first = plan.signed.setdefault(index, (head_hash, cp.created_ns))
+        if first[0] != head_hash:
+            plan.conflicts.append((index, head_hash, cp.created_ns))
 
 
 def _collect(
@@ -107,19 +110,20 @@ def _collect(
     after_ns: int | None,
 ) -> None:
     seen: set[str] = set()
+    key_hex = raw_public_key(key).hex() if key is not None else ""
     for _, cp in ledger.iter_checkpoints(after_ns):
         if plans.last_created is not None and cp.created_ns < plans.last_created:
             result.problems.append(_cp_problem(cp, "stored after a newer checkpoint (reordered)"))
         plans.last_created = max(cp.created_ns, plans.last_created or cp.created_ns)
         seen.add(cp.signature)
-        _add_checkpoint(cp, plans, key, result)
+        _add_checkpoint(cp, plans, key, key_hex, result)
     for cp in witness:
         if after_ns is not None and cp.created_ns <= after_ns:
             continue
         if cp.signature in seen:
             result.checkpoints += 1  # the same signed statement: already checked
             continue
-        _add_checkpoint(cp, plans, key, result)
+        _add_checkpoint(cp, plans, key, key_hex, result)
 
 
 def _freshness(result: VerifyResult, max_age_s: float | None, now_ns: int) -> None:

@@ -216,3 +216,15 @@ def test_query_by_subject_uses_the_subject_index(
     conn.close()
     steps = " | ".join(str(row[-1]) for row in plan)
     assert "subject_links_p" in steps and "records_time" not in steps, steps
+
+
+def test_two_checkpoints_disagreeing_on_one_head_fail(
+    ledger: Ledger, make_record: MakeRecord
+) -> None:
+    from audit.chain import ChainHead
+
+    ledger.append([make_record() for _ in range(3)])
+    _sign(ledger)
+    ledger.add_checkpoint(sign_checkpoint(KEY, {"gw-0": ChainHead(3, "ab" * 32)}, time.time_ns()))
+    problems = verify(ledger, KEY.public_key()).problems
+    assert [(p.kind, p.record_id) for p in problems] == [("checkpoint", "req-3")]
