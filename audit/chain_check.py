@@ -159,6 +159,28 @@ def _body(link: Link) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _record_problem(
+    link: Link,
+    row: tuple[Any, ...],
+    plan: ChainPlan,
+    extra: dict[int, tuple[tuple[str, int], ...]],
+) -> Problem | None:
+    """What is wrong with a well-linked record: its body, columns, side tables, signed head."""
+    data = _body(link)
+    if data is None:
+        return _problem("altered", link, ": its hashed content is not a record")
+    why_col = _columns(link, data, row)
+    if why_col is not None:
+        return _problem("altered", link, f": {why_col}")
+    side = _side_tables(data, row)
+    if side is not None:
+        return _problem(side[0], link, f": {side[1]}")
+    signed = plan.signed.get(link.chain_index)
+    if signed is not None:
+        return _mismatch(link, (signed, *extra.get(link.chain_index, ())))
+    return None
+
+
 def check_chain(
     ledger: Ledger, plan: ChainPlan, on_records: Callable[[int], None] | None = None
 ) -> ChainOutcome:
@@ -219,24 +241,10 @@ def _check_rows(
             else:
                 out.problems.append(_problem(kind, named, f" {kind}: {why}"))
             break
-        data = _body(link)
-        if data is None:
-            out.problems.append(_problem("altered", link, ": its hashed content is not a record"))
+        bad = _record_problem(link, row, plan, extra)
+        if bad is not None:
+            out.problems.append(bad)
             break
-        why_col = _columns(link, data, row)
-        if why_col is not None:
-            out.problems.append(_problem("altered", link, f": {why_col}"))
-            break
-        side = _side_tables(data, row)
-        if side is not None:
-            out.problems.append(_problem(side[0], link, f": {side[1]}"))
-            break
-        signed = plan.signed.get(link.chain_index)
-        if signed is not None:
-            bad = _mismatch(link, (signed, *extra.get(link.chain_index, ())))
-            if bad is not None:
-                out.problems.append(bad)
-                break
         recent.append(link)
         prev, expected = link.hash, link.chain_index + 1
         out.last = (link.chain_index, link.hash)
