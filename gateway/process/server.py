@@ -16,7 +16,7 @@ from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
 from common.settings import SettingsError
-from common.telemetry import start_tracing
+from common.telemetry import check_otlp_egress, start_tracing
 from gateway.auth.interceptor import AuthInterceptor
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
@@ -108,6 +108,7 @@ def check_egress(settings: GatewaySettings, guard: EgressGuard) -> None:
         checks.append((settings.audit.store_target, "audit endpoint", tls))
     for target, what, tls in checks:
         guard.check(target, what=what, tls=tls)
+    check_otlp_egress(settings.telemetry, guard)
 
 
 def check_production(settings: GatewaySettings) -> None:
