@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
+from llmgateway.v1 import gateway_pb2
 
 from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
@@ -23,6 +23,7 @@ from gateway.auth.verifier import JwtVerifier
 from gateway.limits.factory import build_limiter
 from gateway.process.metrics_server import MetricsServer, start_metrics_server
 from gateway.request.auditing import AuditTrail
+from gateway.request.decoding import add_inference_service
 from gateway.request.interceptors import build_interceptors
 from gateway.request.pipeline import Pipeline
 from gateway.request.servicer import InferenceServicer
@@ -41,6 +42,7 @@ COMPONENTS = ("llmgateway.policy", "llmgateway.limits", "llmgateway.audit")
 HEALTH_REFRESH_S = 1.0
 # gRPC core cancels new calls once 1,000 are waiting for the application to accept them: a burst
 # of streams (a ward's clients reconnecting at once) would see CANCELLED. Queue them instead.
+MAX_METADATA_BYTES = 256 * 1024
 BURST_OPTIONS = (
     ("grpc.server.max_pending_requests", 10_000),
     ("grpc.server.max_pending_requests_hard_limit", 20_000),
@@ -151,14 +153,16 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
         ),
         options=[
             ("grpc.max_receive_message_length", settings.server.max_request_bytes),
-            # Above gRPC's 8 KiB soft limit, so that an oversized token gets the verifier's own
-            # clear UNAUTHENTICATED (auth.max_token_bytes) instead of a transport error.
-            ("grpc.max_metadata_size", 32 * 1024),
+            # Far above gRPC's 8 KiB soft limit and above the largest auth.max_token_bytes, so
+            # that an oversized token gets the verifier's own UNAUTHENTICATED, not gRPC's
+            # RESOURCE_EXHAUSTED; the hard limit is set equal so that none is refused at random.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             *BURST_OPTIONS,
             ("grpc.so_reuseport", int(settings.server.processes > 1)),
         ],
     )
-    gateway_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(pipeline), server)
+    add_inference_service(InferenceServicer(pipeline), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

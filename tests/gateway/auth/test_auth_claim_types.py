@@ -1,0 +1,83 @@
+"""JWT time claims must be JSON numbers (RFC 7519 NumericDate); refusals are logged sparingly."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from llmgateway.v1 import gateway_pb2
+
+from gateway.auth.settings import AuthSettings
+from tests.gateway.auth.authkit import RunningServer, Signer, StartServer, bearer
+
+Settings = Callable[..., AuthSettings]
+
+
+@pytest.fixture
+async def server(start_server: StartServer, jwks_file_settings: Settings) -> RunningServer:
+    return await start_server(jwks_file_settings())
+
+
+async def _code(server: RunningServer, token: str) -> tuple[grpc.StatusCode, str]:
+    try:
+        await server.stub().ListModels(
+            gateway_pb2.ListModelsRequest(), metadata=bearer(token), timeout=10
+        )
+    except grpc.aio.AioRpcError as err:
+        return err.code(), err.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _valid_times() -> dict[str, Any]:
+    now = _now()
+    return {"iat": now - 10, "nbf": now - 10, "exp": now + 300}
+
+
+@pytest.mark.parametrize("name", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize(
+    "make", [str, lambda v: [v], lambda v: {"t": v}], ids=["string", "list", "object"]
+)
+async def test_time_claims_that_are_not_numbers_are_refused(
+    server: RunningServer, rsa_signer: Signer, name: str, make: Callable[[int], Any]
+) -> None:
+    claims = _valid_times()
+    claims[name] = make(claims[name])  # the same moment, written as another JSON type
+    code, details = await _code(server, rsa_signer.token(**claims))
+    assert code == grpc.StatusCode.UNAUTHENTICATED, details
+    assert "NumericDate" in details or "claim types" in details
+
+
+@pytest.mark.parametrize(
+    "claims", [{"exp": True}, {"exp": float("inf")}, {"nbf": 1e400}, {"iat": float("-inf")}]
+)
+async def test_time_claims_that_are_not_finite_numbers_are_refused(
+    server: RunningServer, rsa_signer: Signer, claims: dict[str, Any]
+) -> None:
+    code, details = await _code(server, rsa_signer.token(**claims))
+    assert code == grpc.StatusCode.UNAUTHENTICATED, details
+
+
+async def test_fractional_time_claims_are_numbers_and_accepted(
+    server: RunningServer, rsa_signer: Signer
+) -> None:
+    now = time.time()
+    token = rsa_signer.token(iat=now - 1.5, exp=now + 300.25, nbf=now - 2.5)
+    assert (await _code(server, token))[0] == grpc.StatusCode.OK
+
+
+async def test_refused_tokens_are_logged_once_per_reason_and_window(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.auth.interceptor")
+    for i in range(40):
+        assert (await _code(server, f"junk{i}"))[0] == grpc.StatusCode.UNAUTHENTICATED
+    lines = [r for r in caplog.records if r.name == "gateway.auth.interceptor"]
+    assert len(lines) <= 1
