@@ -72,6 +72,9 @@ class AuditStoreSettings:
             raise ValueError(f"{path}: set both tls_cert_file and tls_key_file, or neither")
 
 
+DEFAULT_ANONYMOUS_SHARE = 0.1
+
+
 @dataclass(frozen=True, slots=True)
 class AuditSpoolSettings:
     """A gateway replica's audit spool and its shipper to the store.
@@ -81,6 +84,8 @@ class AuditSpoolSettings:
     - `quota_bytes`: undelivered bytes at which the spool refuses appends (fail closed).
     - `store_target`: the audit store's HOST:PORT (checked by the residency guard).
     - `batch_size`, `flush_timeout_s`: records per export; how long close() keeps shipping.
+    - `anonymous_share`: the part of `quota_bytes` (0 to 1) that records of unauthenticated
+      calls may hold, so that they can never fill the spool for authenticated callers.
     - `tls_ca_file` (+ `tls_cert_file`/`tls_key_file` for mutual TLS, `tls_server_name`):
       ship over TLS; without them the connection is plaintext, which the residency guard allows
       only for loopback or explicitly allowed hosts.
@@ -92,6 +97,7 @@ class AuditSpoolSettings:
     quota_bytes: int = 256 * 1024 * 1024
     batch_size: int = 256
     flush_timeout_s: float = 5.0
+    anonymous_share: float = DEFAULT_ANONYMOUS_SHARE
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -102,4 +108,10 @@ class AuditSpoolSettings:
         for required in ("spool_path", "source", "store_target"):
             if required not in data:
                 raise ValueError(f"{path}.{required}: required")
-        return cls(**_build(cls, data, path))  # type: ignore[arg-type]
+        share = data.get("anonymous_share", DEFAULT_ANONYMOUS_SHARE)
+        if not (isinstance(share, int | float) and not isinstance(share, bool)) or not (
+            0 <= share <= 1
+        ):
+            raise ValueError(f"{path}.anonymous_share: expected a number between 0 and 1")
+        values = _build(cls, {k: v for k, v in data.items() if k != "anonymous_share"}, path)
+        return cls(**values, anonymous_share=float(share))  # type: ignore[arg-type]

@@ -81,3 +81,22 @@ async def test_refused_tokens_are_logged_once_per_reason_and_window(
         assert (await _code(server, f"junk{i}"))[0] == grpc.StatusCode.UNAUTHENTICATED
     lines = [r for r in caplog.records if r.name == "gateway.auth.interceptor"]
     assert len(lines) <= 1
+
+
+async def test_refused_tokens_do_not_grow_the_token_cache(
+    jwks_file_settings: Settings, rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    from gateway.auth.verifier import JwtVerifier, TokenRejected
+
+    verifier = JwtVerifier.from_settings(jwks_file_settings())
+    await verifier.start()
+    try:
+        for i in range(200):
+            for token in (f"junk{i}", other_rsa_signer.token(sub=f"s{i}")):
+                with pytest.raises(TokenRejected):
+                    verifier.verify(token)
+        assert len(verifier._cache) == 0
+        verifier.verify(rsa_signer.token())
+        assert len(verifier._cache) == 1
+    finally:
+        await verifier.close()
