@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from llmgateway.v1 import gateway_pb2
 
 from common.egress import EgressGuard
@@ -23,7 +24,7 @@ from gateway.auth.verifier import JwtVerifier
 from gateway.limits.factory import build_limiter
 from gateway.process.metrics_server import MetricsServer, start_metrics_server
 from gateway.request.auditing import AuditTrail
-from gateway.request.decoding import add_inference_service
+from gateway.request.decoding import add_guarded, add_inference_service
 from gateway.request.interceptors import build_interceptors
 from gateway.request.pipeline import Pipeline
 from gateway.request.servicer import InferenceServicer
@@ -35,6 +36,7 @@ from policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+REFLECTED = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Per-component health: NOT_SERVING means degraded (the gateway as a whole may still serve).
@@ -164,9 +166,14 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
     )
     add_inference_service(InferenceServicer(pipeline), server)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    # Open without a token: guarded too, so that junk bodies cannot flood the log.
+    add_guarded(health_pb2_grpc.add_HealthServicer_to_server, health_servicer, server)
+    add_guarded(
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+        reflection_aio.ReflectionServicer(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        ),
+        server,
     )
     credentials = server_credentials(settings.auth)
     if credentials is not None:

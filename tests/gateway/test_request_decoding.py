@@ -87,6 +87,36 @@ async def test_undecodable_body_is_invalid_argument_with_a_plain_message(
     assert anonymous == grpc.StatusCode.UNAUTHENTICATED
 
 
+HEALTH = "/grpc.health.v1.Health/Check"
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+def _stream_stream(channel: grpc.Channel, method: str, body: bytes) -> grpc.StatusCode:
+    try:
+        for _ in channel.stream_stream(method)(iter([body]), timeout=20):
+            pass
+    except grpc.RpcError as err:
+        return err.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+async def test_open_services_refuse_undecodable_bodies_without_a_traceback(
+    gateway: GatewayHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with grpc.insecure_channel(gateway.target) as channel:
+        for _ in range(10):
+            code, message = await asyncio.to_thread(_call, channel, HEALTH, INVALID_UTF8, [])
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, message
+            assert _plain(message), message
+            # ServerReflectionRequest's field 1 (host) is a string: invalid UTF-8 there.
+            code = await asyncio.to_thread(_stream_stream, channel, REFLECTION, INVALID_UTF8)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert len([r for r in caplog.records if r.name == "gateway.request.decoding"]) <= 2
+    assert await _healthy(gateway)
+
+
 async def test_undecodable_bodies_are_logged_once_per_window_and_the_gateway_stays_healthy(
     gateway: GatewayHandle, token: list[tuple[str, str]], caplog: pytest.LogCaptureFixture
 ) -> None:
