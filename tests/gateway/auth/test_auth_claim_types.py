@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -9,6 +11,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from llmgateway.v1 import gateway_pb2
 
 from gateway.auth.settings import AuthSettings
@@ -100,3 +104,49 @@ async def test_refused_tokens_do_not_grow_the_token_cache(
         assert len(verifier._cache) == 1
     finally:
         await verifier.close()
+
+
+FIXED_REASONS = {
+    "missing", "malformed", "too_large", "algorithm", "crit", "unknown_key", "signature",
+    "expired", "not_yet_valid", "missing_claim", "issuer", "audience", "lifetime", "claims",
+    "other",
+}  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    header=st.dictionaries(st.sampled_from(["alg", "kid", "crit", "typ"]), st.text(max_size=8)),
+    payload=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4),
+    signature=st.text("abcXYZ-_", max_size=20),
+)
+def test_denial_reasons_stay_a_fixed_set_whatever_the_token(
+    header: dict[str, str], payload: dict[str, str], signature: str
+) -> None:
+    from gateway.auth.verifier import JwtVerifier, TokenRejected
+    from tests.gateway.auth.authkit import AUDIENCE, ISSUER
+
+    verifier = JwtVerifier(
+        AuthSettings(issuer=ISSUER, audience=AUDIENCE, algorithms=("RS256",), jwks_file="x"),
+        keys=_NoKeys(),
+    )
+    token = ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+        for part in (header, payload)
+    )
+    with pytest.raises(TokenRejected) as refused:
+        verifier.verify(f"{token}.{signature}")
+    assert refused.value.reason in FIXED_REASONS
+
+
+class _NoKeys:
+    """A key source that trusts nothing (every token is refused before its signature)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def candidates(self, kid: object, alg: str) -> list[object]:
+        return []
+
+    def is_current(self, key: object) -> bool:
+        return False
