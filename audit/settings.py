@@ -72,6 +72,9 @@ class AuditStoreSettings:
             raise ValueError(f"{path}: set both tls_cert_file and tls_key_file, or neither")
 
 
+DEFAULT_ANONYMOUS_SHARE = 0.1
+
+
 @dataclass(frozen=True, slots=True)
 class AuditSpoolSettings:
     """A gateway replica's audit spool and its shipper to the store.
@@ -84,6 +87,8 @@ class AuditSpoolSettings:
     - `unhealthy_after_s`, `unhealthy_spool_share`: the audit health service turns NOT_SERVING
       once shipping has failed for this long, or once undelivered bytes pass this share of the
       quota (0 < share <= 1); it turns SERVING again when the store answers and the spool drains.
+    - `anonymous_share`: the part of `quota_bytes` (0 to 1) that records of unauthenticated
+      calls may hold, so that they can never fill the spool for authenticated callers.
     - `tls_ca_file` (+ `tls_cert_file`/`tls_key_file` for mutual TLS, `tls_server_name`):
       ship over TLS; without them the connection is plaintext, which the residency guard allows
       only for loopback or explicitly allowed hosts.
@@ -101,6 +106,7 @@ class AuditSpoolSettings:
     flush_timeout_s: float = 5.0
     unhealthy_after_s: float = 60.0
     unhealthy_spool_share: float = 0.5
+    anonymous_share: float = DEFAULT_ANONYMOUS_SHARE
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -112,7 +118,13 @@ class AuditSpoolSettings:
         for required in ("spool_path", "source", "store_target"):
             if required not in data:
                 raise ValueError(f"{path}.{required}: required")
-        settings = cls(**_build(cls, data, path))  # type: ignore[arg-type]
+        share = data.get("anonymous_share", DEFAULT_ANONYMOUS_SHARE)
+        if not (isinstance(share, int | float) and not isinstance(share, bool)) or not (
+            0 <= share <= 1
+        ):
+            raise ValueError(f"{path}.anonymous_share: expected a number between 0 and 1")
+        values = _build(cls, {k: v for k, v in data.items() if k != "anonymous_share"}, path)
+        settings = cls(**values, anonymous_share=float(share))  # type: ignore[arg-type]
         if settings.unhealthy_spool_share > 1:
             raise ValueError(
                 f"{path}.unhealthy_spool_share: expected a share of the quota in (0, 1], "

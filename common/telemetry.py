@@ -244,6 +244,21 @@ def setup_tracing(
     return provider
 
 
+def check_otlp_egress(settings: TelemetrySettings, guard: EgressGuard) -> tuple[str, bool] | None:
+    """Check the OTLP endpoint (when tracing is on) against the residency guard.
+
+    Returns (target, plaintext), or None when no endpoint is used. It is the one check that
+    `serve` and `check-config --resolve` both run (raises `ResidencyViolation`).
+    """
+    if not settings.enabled or settings.otlp_endpoint is None:
+        return None
+    target, plaintext = _endpoint_parts(
+        settings.otlp_endpoint, settings.insecure, "telemetry.otlp_endpoint"
+    )
+    guard.check(target, what="OTLP trace endpoint", tls=not plaintext)
+    return target, plaintext
+
+
 def _otlp_exporter(settings: TelemetrySettings, endpoint: str, guard: EgressGuard) -> SpanExporter:
     target, plaintext = _endpoint_parts(endpoint, settings.insecure, "telemetry.otlp_endpoint")
     guard.check(target, what="OTLP trace endpoint", tls=not plaintext)

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-import yaml
-
 from audit.settings import AuditSpoolSettings
+from common import yamlsafe
 from common.egress import ResidencySettings
 from common.settings import SettingsError, mapping, optional_str, positive, section, typed
 from common.telemetry import TelemetrySettings
@@ -153,13 +152,16 @@ def load_settings(
     data: object = {}
     if config_file is not None:
         try:
-            data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+            data = yamlsafe.load(config_file.read_text(encoding="utf-8"), str(config_file)) or {}
         except OSError as exc:
             raise SettingsError(
                 f"{config_file}: cannot read settings file: {exc.strerror}"
             ) from exc
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{config_file}: not valid YAML: {exc}") from exc
+        except UnicodeDecodeError:
+            raise SettingsError(f"{config_file}: not valid UTF-8; save it as UTF-8") from None
+        except yamlsafe.YamlProblem as problem:
+            where = f"{config_file}:{problem.line}" if problem.line else str(config_file)
+            raise SettingsError(f"{where}: {problem.message}") from None
     settings = GatewaySettings.from_mapping(data)
     env = environ or {}
     if listen := env.get("LLMGW_LISTEN"):

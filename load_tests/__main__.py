@@ -1,4 +1,4 @@
-"""Command line of the load-testing tool: `python -m load_tests run|compare|chart`."""
+"""Command line of the load-testing tool: `python -m load_tests run|compare|chart|soak`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     chart = sub.add_parser("chart", help="draw the chart of a results file")
     chart.add_argument("results", help="results JSON")
     chart.add_argument("--png", required=True, help="PNG file to write")
+    soak = sub.add_parser("soak", help="start a real stack, load it while injecting faults")
+    soak.add_argument("--minutes", type=float, default=30.0, help="load duration (default 30)")
+    soak.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    soak.add_argument("--seed", type=int, help="seed of the fault schedule and request sizes")
+    soak.add_argument("--data-dir", type=Path, help="keep state and logs here (default: temp)")
     return parser
 
 
@@ -100,6 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "compare":
             a, b = load_results(args.a), load_results(args.b)
             print(compare(a, b, names=(args.a, args.b)))
+        elif args.command == "soak":
+            from load_tests.soak import run_soak
+
+            passed, table = asyncio.run(
+                run_soak(args.minutes * 60, rate=args.rate, seed=args.seed, data_dir=args.data_dir)
+            )
+            print(table)
+            return 0 if passed else 1
         else:
             _write_chart(load_results(args.results), args.png)
     except ModuleNotFoundError as err:

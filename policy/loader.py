@@ -9,6 +9,7 @@ from pathlib import Path
 
 from yaml.nodes import MappingNode, Node
 
+from common import yamlsafe
 from policy.issues import Issue, PolicyError
 from policy.model import Catalog, DepartmentPolicy
 from policy.parse_defaults import parse_defaults
@@ -38,13 +39,19 @@ def read_snapshot(directory: Path) -> Snapshot:
         for entry in directory.iterdir()
         if entry.suffix in SUFFIXES and not entry.name.startswith(".") and entry.is_file()
     )
-    files = {name: (directory / name).read_bytes() for name in names}
+    files = {name: _read_bounded(directory / name) for name in names}
     digest = hashlib.sha256()
     for name, content in files.items():
         # Length-prefixed so that no two different directories hash alike.
         digest.update(f"{len(name)}:{name}:{len(content)}:".encode())
         digest.update(content)
     return Snapshot(directory, files, digest.hexdigest())
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, or only the first MAX_BYTES + 1 of a larger one (refused as too large)."""
+    with path.open("rb") as file:
+        return file.read(yamlsafe.MAX_BYTES + 1)
 
 
 def load_directory(directory: Path | str) -> PolicySet:
@@ -157,6 +164,11 @@ def _file_of(node: Node | None) -> str:
 
 def _compose(snapshot: Snapshot, name: str, issues: list[Issue]) -> Node | None:
     display = str(snapshot.directory / name)
+    if len(snapshot.files[name]) > yamlsafe.MAX_BYTES:
+        issues.append(
+            Issue(display, 0, "-", f"file is larger than {yamlsafe.MAX_BYTES} bytes; split it")
+        )
+        return None
     try:
         text = snapshot.files[name].decode("utf-8")
     except UnicodeDecodeError:

@@ -112,8 +112,11 @@ class PolicyStore:
         """Poll the directory every `interval_s` seconds until cancelled."""
         while True:
             await asyncio.sleep(interval_s)
-            # Parsing a large policy takes milliseconds; keep it off the event loop.
-            await asyncio.to_thread(self.reload_if_changed)
+            try:
+                # Parsing a large policy takes milliseconds; keep it off the event loop.
+                await asyncio.to_thread(self.reload_if_changed)
+            except Exception as err:  # a bug in validation must not stop reloading for good
+                self._crashed(err)
 
     def health(self) -> dict[str, str]:
         """Health details: status (`ok`, `degraded`, `not_loaded`), version, last error."""
@@ -162,6 +165,15 @@ class PolicyStore:
             len(policy.departments),
         )
         return policy
+
+    def _crashed(self, err: Exception) -> None:
+        """An unexpected failure of one reload attempt: reported like an invalid policy."""
+        log.exception("policy reload of %s failed unexpectedly", self.directory)
+        issue = Issue(
+            str(self.directory), 0, "-", f"reload failed unexpectedly ({type(err).__name__})"
+        )
+        # The fingerprint is kept, so the next poll tries again.
+        self._fail(f"crashed:{time.monotonic()}", [issue])
 
     def _unreadable(self, err: OSError) -> Issue:
         return Issue(

@@ -11,8 +11,10 @@ from gateway.auth.principal import Principal
 from gateway.auth.settings import MtlsSettings
 from gateway.auth.verifier import TokenRejected, TokenVerifier
 from gateway.request.errors import GatewayError, PermissionDenied
+from gateway.request.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_REFUSALS_LOG = RateLimitedLog(log)
 
 AUTH_DENIALS = Counter(
     "llmgw_auth_denials_total", "Calls refused by authentication, by reason", ["reason"]
@@ -46,7 +48,8 @@ class Authenticator:
         except GatewayError as err:
             reason = err.reason if isinstance(err, TokenRejected) else "other"
             AUTH_DENIALS.labels(reason).inc()
-            log.info("call refused: %s (%s)", reason, err.message)
+            # Anyone can send junk tokens: one line per reason and minute, not one per call.
+            _REFUSALS_LOG.log(logging.INFO, reason, "call refused: %s (%s)", reason, err.message)
             raise
         return principal
 

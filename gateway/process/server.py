@@ -10,20 +10,22 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from llmgateway.v1 import gateway_pb2
 from prometheus_client import Gauge
 
 from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
 from common.settings import SettingsError
-from common.telemetry import start_tracing
+from common.telemetry import check_otlp_egress, start_tracing
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
 from gateway.limits.factory import build_limiter
 from gateway.process.metrics_server import MetricsServer, start_metrics_server
 from gateway.request.auditing import AuditTrail
+from gateway.request.decoding import add_guarded
 from gateway.request.pipeline import Pipeline
 from gateway.request.servicer import InferenceServicer
 from gateway.request.stack import build_call_stack
@@ -35,6 +37,7 @@ from policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+REFLECTED = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Per-component health: NOT_SERVING means degraded (the gateway as a whole may still serve).
@@ -42,6 +45,7 @@ COMPONENTS = ("llmgateway.policy", "llmgateway.limits", "llmgateway.audit")
 HEALTH_REFRESH_S = 1.0
 # gRPC core cancels new calls once 1,000 are waiting for the application to accept them: a burst
 # of streams (a ward's clients reconnecting at once) would see CANCELLED. Queue them instead.
+MAX_METADATA_BYTES = 256 * 1024
 BURST_OPTIONS = (
     ("grpc.server.max_pending_requests", 10_000),
     ("grpc.server.max_pending_requests_hard_limit", 20_000),
@@ -120,6 +124,7 @@ def check_egress(settings: GatewaySettings, guard: EgressGuard) -> None:
         checks.append((settings.audit.store_target, "audit endpoint", tls))
     for target, what, tls in checks:
         guard.check(target, what=what, tls=tls)
+    check_otlp_egress(settings.telemetry, guard)
 
 
 def check_production(settings: GatewaySettings) -> None:
@@ -165,9 +170,11 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.server.max_request_bytes),
-            # Above gRPC's 8 KiB soft limit, so that an oversized token gets the verifier's own
-            # clear UNAUTHENTICATED (auth.max_token_bytes) instead of a transport error.
-            ("grpc.max_metadata_size", 32 * 1024),
+            # Far above gRPC's 8 KiB soft limit and above the largest auth.max_token_bytes, so
+            # that an oversized token gets the verifier's own UNAUTHENTICATED, not gRPC's
+            # RESOURCE_EXHAUSTED; the hard limit is set equal so that none is refused at random.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             *BURST_OPTIONS,
             ("grpc.so_reuseport", int(settings.server.processes > 1)),
         ],
@@ -180,9 +187,14 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
         )
     )
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    # Open without a token: guarded too, so that junk bodies cannot flood the log.
+    add_guarded(health_pb2_grpc.add_HealthServicer_to_server, health_servicer, server)
+    add_guarded(
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+        reflection_aio.ReflectionServicer(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        ),
+        server,
     )
     credentials = server_credentials(settings.auth)
     if credentials is not None:

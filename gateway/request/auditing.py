@@ -27,8 +27,9 @@ from audit.pseudonym import (
 from audit.record import AuditRecord
 from audit.settings import AuditSpoolSettings
 from audit.shipper import Shipper
-from audit.spool import AuditSpool
+from audit.spool import AuditSpool, SpoolFull
 from gateway.client_tls import ClientTls
+from gateway.request.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 DEV_KEY_FILE = Path("audit-keys") / "pseudonym.key"
@@ -56,6 +57,8 @@ HEALTHY = Gauge(
     "1 while the audit component reports SERVING, 0 while NOT_SERVING.",
     multiprocess_mode="min",
 )
+
+_LOG = RateLimitedLog(log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,10 @@ class AuditTrail:
             return cls(spool, None, keys)
         Path(settings.spool_path).parent.mkdir(parents=True, exist_ok=True)
         spool = AuditSpool(
-            settings.spool_path, quota_bytes=settings.quota_bytes, source=settings.source
+            settings.spool_path,
+            quota_bytes=settings.quota_bytes,
+            source=settings.source,
+            anonymous_share=settings.anonymous_share,
         )
         tls = audit_tls(settings)
         shipper = Shipper(
@@ -161,7 +167,25 @@ class AuditTrail:
         return self.spool.is_full
 
     async def append(self, record: AuditRecord) -> None:
-        await self.spool.append(record)
+        """Spool `record` durably; raises `SpoolFull` for an authenticated caller's record.
+
+        A record without a subject (a call refused before authentication) counts against the
+        spool's anonymous share; once that is used up it is not written, so that nobody can
+        fill the spool for authenticated callers by sending junk tokens. The refusal itself
+        still reaches the caller and the metrics.
+        """
+        anonymous = not record.subject_pseudonym
+        try:
+            await self.spool.append(record, anonymous=anonymous)
+        except SpoolFull:
+            if not anonymous:
+                raise
+            _LOG.log(
+                logging.WARNING,
+                "anonymous_full",
+                "audit spool: the share for unauthenticated calls is full; their refusals are "
+                "not recorded until the audit store catches up",
+            )
 
     def health(self) -> dict[str, str]:
         details = {"audit_spool": "full" if self.spool.is_full else "ok"}

@@ -10,6 +10,7 @@ from llmgateway.v1 import gateway_pb2 as pb
 
 from gateway.request import convert
 from gateway.request.call import CallContext
+from gateway.request.decoding import Undecodable, refusal
 from gateway.request.pipeline import Pipeline
 
 _Context = grpc.aio.ServicerContext[Any, Any]
@@ -27,9 +28,10 @@ class InferenceServicer:
         self._limits = pipeline.settings.server
 
     async def Generate(
-        self, request: pb.GenerateRequest, call: CallContext, context: _Context
+        self, request: pb.GenerateRequest | Undecodable, call: CallContext, context: _Context
     ) -> pb.GenerateResponse:
         async with self._pipeline.exchange(call, streaming=False) as exchange:
+            call.authenticated()  # who is asking comes before what is wrong with the request
             admitted = await exchange.admit(convert.generation_request(request, self._limits))
             async for _ in exchange.generate():
                 pass
@@ -38,9 +40,13 @@ class InferenceServicer:
         return convert.generate_response(exchange.result)
 
     async def GenerateStream(
-        self, request: pb.GenerateStreamRequest, call: CallContext, context: _Context
+        self,
+        request: pb.GenerateStreamRequest | Undecodable,
+        call: CallContext,
+        context: _Context,
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         async with self._pipeline.exchange(call, streaming=True) as exchange:
+            call.authenticated()  # who is asking comes before what is wrong with the request
             admitted = await exchange.admit(convert.generation_request(request, self._limits))
             first = True
             async for chunk in exchange.generate():
@@ -52,10 +58,12 @@ class InferenceServicer:
         yield convert.stream_end(exchange.result)
 
     async def ListModels(
-        self, request: pb.ListModelsRequest, call: CallContext, context: _Context
+        self, request: pb.ListModelsRequest | Undecodable, call: CallContext, context: _Context
     ) -> pb.ListModelsResponse:
         async with self._pipeline.exchange(call, streaming=False, listing=True) as exchange:
             models = exchange.models()
+            if isinstance(request, Undecodable):
+                raise refusal(request)
         department = call.authenticated().department
         purposes = self._pipeline.policy.current().register.purposes_for
         return pb.ListModelsResponse(

@@ -6,7 +6,9 @@
 2. errors: a `GatewayError` becomes its status with `google.rpc` details in
    `grpc-status-details-bin`; anything else becomes INTERNAL "internal error (request id ...)"
    and its traceback goes to the log, never to the caller;
-3. the servicer's method, which reads as the request pipeline.
+3. the servicer's method, which reads as the request pipeline. A body that does not decode
+   reaches it as `Undecodable` (`gateway.request.decoding`) and is refused as INVALID_ARGUMENT
+   after authentication, inside the exchange, so that it is audited like any refusal.
 The handlers are built once at start, not per call. Health and reflection are registered
 beside them without any of this: they are open to load balancers and tooling.
 """
@@ -25,6 +27,7 @@ from llmgateway.v1 import gateway_pb2 as pb
 
 from gateway.auth.authenticator import Authenticator
 from gateway.request.call import GRPC, CallContext, new_request_id
+from gateway.request.decoding import Undecodable, safe_deserializer
 from gateway.request.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -39,15 +42,18 @@ class Servicer(Protocol):
     """The InferenceService's methods as the stack calls them: with the call context."""
 
     async def Generate(
-        self, request: pb.GenerateRequest, call: CallContext, context: Context
+        self, request: pb.GenerateRequest | Undecodable, call: CallContext, context: Context
     ) -> pb.GenerateResponse: ...
 
     def GenerateStream(
-        self, request: pb.GenerateStreamRequest, call: CallContext, context: Context
+        self,
+        request: pb.GenerateStreamRequest | Undecodable,
+        call: CallContext,
+        context: Context,
     ) -> AsyncIterator[pb.GenerateStreamResponse]: ...
 
     async def ListModels(
-        self, request: pb.ListModelsRequest, call: CallContext, context: Context
+        self, request: pb.ListModelsRequest | Undecodable, call: CallContext, context: Context
     ) -> pb.ListModelsResponse: ...
 
 
@@ -91,17 +97,17 @@ def build_call_stack(servicer: Servicer, authenticator: Authenticator) -> grpc.G
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Generate": grpc.unary_unary_rpc_method_handler(
             unary(servicer.Generate),
-            request_deserializer=pb.GenerateRequest.FromString,
+            request_deserializer=safe_deserializer(pb.GenerateRequest.FromString),
             response_serializer=pb.GenerateResponse.SerializeToString,
         ),
         "GenerateStream": grpc.unary_stream_rpc_method_handler(
             streaming(servicer.GenerateStream),
-            request_deserializer=pb.GenerateStreamRequest.FromString,
+            request_deserializer=safe_deserializer(pb.GenerateStreamRequest.FromString),
             response_serializer=pb.GenerateStreamResponse.SerializeToString,
         ),
         "ListModels": grpc.unary_unary_rpc_method_handler(
             unary(servicer.ListModels),
-            request_deserializer=pb.ListModelsRequest.FromString,
+            request_deserializer=safe_deserializer(pb.ListModelsRequest.FromString),
             response_serializer=pb.ListModelsResponse.SerializeToString,
         ),
     }
