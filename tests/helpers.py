@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.process.server import GatewayHandle
 from gateway.settings import GatewaySettings
@@ -24,6 +26,10 @@ FAST_SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=1, prefill
 
 StartWorker = Callable[..., Awaitable[WorkerHandle]]
 StartGateway = Callable[..., Awaitable[GatewayHandle]]
+# The `mint` fixture: a dev token for (department, subject, **claims) trusted by test gateways.
+Mint = Callable[..., str]
+# The `channel_to` fixture: a channel to a gateway whose calls carry the default test token.
+ChannelTo = Callable[[GatewayHandle], grpc.aio.Channel]
 
 
 async def wait_until(predicate: Callable[[], bool], within: float) -> None:

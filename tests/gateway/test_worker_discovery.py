@@ -13,7 +13,7 @@ from llmgateway.v1 import gateway_pb2_grpc
 
 from common.worker_registry import Advert, redis_client
 from gateway.auth.devkeys import dev_auth_settings
-from tests.helpers import StartGateway, StartWorker, gateway_settings, wait_until
+from tests.helpers import Mint, StartGateway, StartWorker, gateway_settings, wait_until
 from tests.support.redis_server import RedisServer
 from workers.registration import RedisRegistration
 
@@ -33,7 +33,7 @@ async def test_a_worker_registering_in_redis_gets_traffic_without_restart(
     redis_url: str,
     start_sim_worker: StartWorker,
     start_test_gateway: StartGateway,
-    mint,  # type: ignore[no-untyped-def]
+    mint: Mint,
 ) -> None:
     base = gateway_settings(data_dir / "gw", auth=dev_auth_settings(data_dir))
     settings = replace(

@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+from common.types import FinishReason
 from tests.workers.trtllm_helpers import Factory, collect, next_chunk, request, until
 from workers.engine import (
     REASON_MAX_NUM_TOKENS,
@@ -18,7 +19,6 @@ from workers.engine import (
     REASON_SEED_UNSUPPORTED,
     EngineFailed,
     EngineUnavailable,
-    FinishReason,
     InvalidEngineRequest,
 )
 from workers.trtllm import TrtLlmEngine, TrtLlmNotInstalled

@@ -9,11 +9,11 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as semconv
 from opentelemetry.trace import INVALID_SPAN
-from otlp_collector import Collector, Decoy
 
 from common import telemetry
 from common.egress import EgressGuard, ResidencySettings, ResidencyViolation
 from common.telemetry import TelemetrySettings, Tracing, start_tracing
+from tests.gateway.observability.otlp_collector import Collector, Decoy
 
 LOOPBACK_ONLY = EgressGuard(ResidencySettings())
 SAMPLED_OUT_PARENT = [("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")]
