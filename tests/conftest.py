@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
 from gateway.process.server import GatewayHandle, start_gateway
 from gateway.settings import GatewaySettings
 from tests.helpers import FAST_SIM, StartGateway, StartWorker, gateway_settings
+from tests.support.redis_server import RedisServer
 from workers.server import WorkerHandle, start_worker
 from workers.sim import SimConfig, SimEngine
 
@@ -64,6 +65,13 @@ class _StreamToken(grpc.aio.UnaryStreamClientInterceptor):
         request: Req,
     ) -> grpc.aio.UnaryStreamCall[Req, Resp]:
         return await continuation(_with_token(client_call_details, self._header), request)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server per test on a free loopback port; a test may stop() and start() it."""
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture

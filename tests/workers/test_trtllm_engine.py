@@ -9,13 +9,13 @@ from types import ModuleType
 import pytest
 
 from common.types import ChatTurn, FinishReason
+from tests.support.polling import wait_until
 from tests.workers.trtllm_helpers import (
     MODEL,
     Factory,
     collect,
     next_chunk,
     request,
-    until,
 )
 from workers.engine import (
     Engine,
@@ -127,7 +127,7 @@ async def test_leaving_mid_stream_aborts_and_frees_the_slot_at_once(
     got: list[EngineChunk] = [await anext(first), await anext(first)]
     # A second request waits for the only slot.
     waiting = asyncio.create_task(collect(engine, request(request_id="b", max_tokens=2)))
-    await until(lambda: len(llm.submitted) == 2)
+    await wait_until(lambda: len(llm.submitted) == 2, within=2, every=0.005)
 
     if leave == "cancel":
         pending = asyncio.create_task(next_chunk(first))
@@ -223,7 +223,7 @@ async def test_iteration_statistics_feed_the_load_report(
     ]
     # KV-cache use exists only in TensorRT-LLM's statistics, so a non-zero value proves they
     # reached the report (the in-flight fallback would also say active 2, queued 1).
-    await until(lambda: engine.load().kv_cache_utilization > 0)
+    await wait_until(lambda: engine.load().kv_cache_utilization > 0, within=2, every=0.005)
     load = engine.load()
     assert (load.active, load.queued, load.free_slots, load.max_slots) == (2, 1, 0, 2)
     assert 0 < load.kv_cache_utilization <= 1

@@ -186,10 +186,11 @@ async def drained(gateway: GatewayHandle, store: Store, count: int) -> list[dict
     """The ledger once it holds `count` records and the gateway's spool is empty."""
     spool = gateway.pipeline.audit.spool
     await wait_until(lambda: len(store.rows()) >= count, within=10)
-    for _ in range(500):
-        if await spool.pending_count() == 0:
-            break
-        await asyncio.sleep(0.01)
+
+    async def spool_empty() -> bool:
+        return await spool.pending_count() == 0
+
+    await wait_until(spool_empty, within=5, every=0.01, what="empty spool")
     assert await spool.pending_count() == 0
     return store.rows()
 

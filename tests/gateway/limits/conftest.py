@@ -1,8 +1,8 @@
-"""Fixtures for the limiter suites: a real redis-server, a controllable clock, both limiters."""
+"""Fixtures for the limiter suites: a controllable clock, both limiters on a real redis-server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -26,13 +26,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One real redis-server per test module, flushed by the fixtures that use it."""
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -67,7 +60,6 @@ async def limiter(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIter
         )
     else:
         redis_server: RedisServer = request.getfixturevalue("redis_server")
-        redis_server.command("FLUSHALL")
         built = RedisLimiter.from_settings(redis_settings(redis_server), clock=clock)
     yield built
     await built.close()
@@ -77,8 +69,7 @@ async def limiter(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIter
 async def redis_limiters(
     redis_server: RedisServer,
 ) -> AsyncIterator[Callable[..., RedisLimiter]]:
-    """Make Redis limiters on the module's server (each its own client, as replicas have)."""
-    redis_server.command("FLUSHALL")
+    """Make Redis limiters on the test's server (each its own client, as replicas have)."""
     made: list[RedisLimiter] = []
 
     def make(**overrides: object) -> RedisLimiter:
