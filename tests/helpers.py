@@ -25,10 +25,16 @@ FAST_SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=1, prefill
 
 StartWorker = Callable[..., Awaitable[WorkerHandle]]
 StartGateway = Callable[..., Awaitable[GatewayHandle]]
+Metadata = tuple[tuple[str, str], ...]
 # The `mint` fixture: a dev token for (department, subject, **claims) trusted by test gateways.
 Mint = Callable[..., str]
 # The `channel_to` fixture: a channel to a gateway whose calls carry the default test token.
 ChannelTo = Callable[[GatewayHandle], grpc.aio.Channel]
+
+
+def bearer(token: str) -> Metadata:
+    """Call metadata that presents `token` as a bearer token."""
+    return (("authorization", f"Bearer {token}"),)
 
 
 def gateway_settings(

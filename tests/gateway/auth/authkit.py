@@ -17,6 +17,7 @@ from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from gateway.auth.keys import public_key_to_jwk
 from gateway.request.call import CallContext
+from tests.helpers import bearer as bearer  # re-exported for the auth suites
 
 Context = grpc.aio.ServicerContext[Any, Any]
 ISSUER = "https://idp.region.example/realms/staff"
@@ -116,10 +117,6 @@ class RunningServer:
 
 
 StartServer = Callable[..., Awaitable[RunningServer]]
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 class JwksServer:

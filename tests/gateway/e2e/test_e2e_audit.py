@@ -42,6 +42,7 @@ from tests.helpers import (
     TEST_POLICY,
     StartGateway,
     StartWorker,
+    bearer,
     gateway_settings,
     wait_until,
 )
@@ -170,10 +171,6 @@ def generate(prompt: str = "Summarise the ward round", **fields: Any) -> pb.Gene
 
 def streamed(prompt: str = "Summarise the ward round", **fields: Any) -> pb.GenerateStreamRequest:
     return pb.GenerateStreamRequest.FromString(generate(prompt, **fields).SerializeToString())
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 async def expect_status(call: Any, code: grpc.StatusCode) -> None:

@@ -33,7 +33,14 @@ from gateway.auth.devkeys import dev_auth_settings, dev_key_path
 from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
 from gateway.process.server import GatewayHandle
 from policy.settings import PolicySettings
-from tests.helpers import EXAMPLE_POLICY, StartGateway, StartWorker, gateway_settings, wait_until
+from tests.helpers import (
+    EXAMPLE_POLICY,
+    StartGateway,
+    StartWorker,
+    bearer,
+    gateway_settings,
+    wait_until,
+)
 from tests.support.rpc_status import detail, rich_status
 from workers.server import WorkerHandle
 from workers.sim import SimConfig
@@ -49,10 +56,6 @@ CPR_COMPACT = "0707614285"
 CPR_DIGITS = ("070761", "4285")
 NOTE = f"Patient {CPR} arrived with chest pain; summarise the triage note"
 Mint = Callable[..., str]
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 def unary(**fields: object) -> pb.GenerateRequest:

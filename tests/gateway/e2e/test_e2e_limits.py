@@ -30,7 +30,7 @@ from gateway.limits.settings import LimitsSettings
 from gateway.process.server import GatewayHandle
 from gateway.settings import GatewaySettings
 from policy.settings import PolicySettings
-from tests.helpers import StartGateway, StartWorker, wait_until
+from tests.helpers import Metadata, StartGateway, StartWorker, bearer, wait_until
 from tests.support.redis_server import BUSY_SCRIPT, RedisServer
 from tests.support.rpc_status import rich_status
 from workers.server import WorkerHandle
@@ -49,7 +49,7 @@ PROMPT_TOKENS = count_tokens(PROMPT)
 # Generous Redis bounds for the tests where Redis is healthy: two loaded cores must not turn a
 # slow decision into a limiter outage and so into a refusal the test did not ask for.
 HEALTHY_REDIS = {"decision_timeout_s": 1.0, "socket_timeout_s": 1.0, "connect_timeout_s": 1.0}
-Auth = tuple[tuple[str, str], ...]
+Auth = Metadata
 StreamCall = grpc.aio.UnaryStreamCall[pb.GenerateStreamRequest, pb.GenerateStreamResponse]
 
 
@@ -105,10 +105,6 @@ async def start_replicas(
     yield start
     for channel in channels:
         await channel.close()
-
-
-def bearer(token: str) -> Auth:
-    return (("authorization", f"Bearer {token}"),)
 
 
 def unary(max_tokens: int = 4, client_request_id: str = "") -> pb.GenerateRequest:
