@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--period", default="30d", help="YYYY-MM, YYYY-MM-DD, Nd or all")
     p.add_argument("--csv", metavar="FILE")
     p.add_argument("--png", metavar="FILE")
+
+    p = sub.add_parser("register-report", help="models and purposes used in a period (Markdown)")
+    _ledger_args(p)
+    p.add_argument("--policy-dir", required=True, help="the policy directory with the registers")
+    p.add_argument("--from", dest="since", required=True, help="ISO 8601 date or date-time")
+    p.add_argument("--to", dest="until", required=True, help="ISO 8601, exclusive")
+    p.add_argument("--markdown", metavar="FILE", help="write the Markdown here (else stdout)")
+    p.add_argument("--csv", metavar="FILE", help="also write one CSV row per model/purpose/dept")
     return ap
 
 
@@ -185,6 +193,28 @@ def _checkpoint(ledger: Ledger, args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_report(ledger: Ledger, args: argparse.Namespace) -> int:
+    from audit import register_report
+    from policy import PolicyError, load_directory
+
+    try:
+        register = load_directory(args.policy_dir).register
+    except PolicyError as err:
+        print(f"llm-audit register-report: {err}", file=sys.stderr)
+        return 2
+    report = register_report.build_report(
+        ledger, register, parse_time(args.since), parse_time(args.until)
+    )
+    markdown = register_report.render_markdown(report)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown)
+    else:
+        sys.stdout.write(markdown)
+    if args.csv:
+        Path(args.csv).write_text(register_report.render_csv(report))
+    return 0
+
+
 _COMMANDS = {
     "verify": _verify,
     "erase": _erase,
@@ -192,6 +222,7 @@ _COMMANDS = {
     "report": _report,
     "export-checkpoints": _export,
     "checkpoint": _checkpoint,
+    "register-report": _register_report,
 }
 
 

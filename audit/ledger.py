@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,6 +53,7 @@ QUERY_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "subject",
+    "model_digest",
 )
 
 
@@ -287,14 +289,16 @@ class SqlLedger:
         rows = self._x(
             "SELECT r.time_ns, r.record_id, r.source, r.sequence, r.department, r.model, "
             "r.purpose, r.outcome, r.status_code, r.prompt_tokens, r.completion_tokens, "
-            "l.subject_pseudonym FROM records r "
+            "l.subject_pseudonym, r.body FROM records r "
             "LEFT JOIN subject_links l ON l.record_id = r.record_id"
             f"{where} ORDER BY r.time_ns, r.record_id LIMIT ?",
             [*params, limit],
         ).fetchall()
         out = []
         for row in rows:
-            d = dict(zip(QUERY_COLUMNS, row, strict=True))
+            d = dict(zip(QUERY_COLUMNS[:-1], row[:-1], strict=True))
+            # Older records have no digest; it lives only in the hashed body.
+            d["model_digest"] = json.loads(row[-1]).get("model_digest", "")
             d["subject"] = d["subject"] if d["subject"] is not None else "(erased)"
             out.append(d)
         return out

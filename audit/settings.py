@@ -84,6 +84,10 @@ class AuditSpoolSettings:
     - `tls_ca_file` (+ `tls_cert_file`/`tls_key_file` for mutual TLS, `tls_server_name`):
       ship over TLS; without them the connection is plaintext, which the residency guard allows
       only for loopback or explicitly allowed hosts.
+    - `pseudonym_key_file`: the deployment's one audit secret (>= 32 random bytes, a mounted
+      Secret), shared by every replica and process so that a person has one pseudonym
+      everywhere; the content-hash key is derived from it (HKDF-SHA256). Required when
+      `production: true`; without it a development gateway generates one under its data dir.
     """
 
     spool_path: str
@@ -96,6 +100,7 @@ class AuditSpoolSettings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_server_name: str | None = None
+    pseudonym_key_file: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], path: str = "audit.spool") -> Self:

@@ -1,4 +1,4 @@
-"""Structured logging: JSON lines on one root handler, with a filter that drops content fields."""
+"""Structured logging: one line per event on one root handler; a filter drops content fields."""
 
 from __future__ import annotations
 
@@ -76,8 +76,12 @@ class ContentFieldFilter(logging.Filter):
         return True
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(processName)s %(process)d] %(name)s: %(message)s"
+
+
 class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC), level, logger, message, extra fields, exception."""
+    """One JSON object per record: time (UTC), level, logger, process (name and pid), message,
+    extra fields, exception. With several gateway processes the name is `gw-<index>`."""
 
     def format(self, record: logging.LogRecord) -> str:
         created = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
@@ -85,6 +89,8 @@ class JsonLinesFormatter(logging.Formatter):
             "time": created.isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "process": record.processName,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
@@ -104,16 +110,21 @@ class _GatewayHandler(logging.StreamHandler[IO[str]]):
 def configure_logging(
     settings: LoggingSettings, *, stream: IO[str] | None = None
 ) -> logging.Handler:
-    """Install one handler on the root logger (replacing one installed earlier) and return it."""
+    """Make the root logger's one output handler this one, and return it.
+
+    The handler installed earlier by this function, or by `logging.basicConfig` (a plain
+    StreamHandler), is replaced: two handlers on the root would print every event twice.
+    Handlers of other types (a test's capture handler) are left alone.
+    """
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
+    for old in [h for h in root.handlers if type(h) in (_GatewayHandler, logging.StreamHandler)]:
         root.removeHandler(old)
         old.close()
     handler = _GatewayHandler(stream if stream is not None else sys.stderr)
     if settings.format == "json":
         handler.setFormatter(JsonLinesFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     if not settings.capture_content:
         # On the handler, not a logger: logger filters do not see records from child loggers.
         handler.addFilter(ContentFieldFilter())

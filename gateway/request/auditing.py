@@ -13,7 +13,14 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.pseudonym import Pseudonymizer, content_hasher, content_hmac, load_or_create_key
+from audit.pseudonym import (
+    Pseudonymizer,
+    content_hasher,
+    content_hmac,
+    derive_content_key,
+    load_key,
+    load_or_create_key,
+)
 from audit.record import AuditRecord
 from audit.settings import AuditSpoolSettings
 from audit.shipper import Shipper
@@ -21,22 +28,39 @@ from audit.spool import AuditSpool
 from gateway.client_tls import ClientTls
 
 log = logging.getLogger(__name__)
+DEV_KEY_FILE = Path("audit-keys") / "pseudonym.key"
+
+
+def dev_key_file(data_dir: Path) -> Path:
+    """Where a development gateway keeps its generated audit secret (0600, directory 0700)."""
+    path = data_dir / DEV_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 @dataclass(frozen=True, slots=True)
 class AuditKeys:
-    """Keys for pseudonyms and content HMACs, kept apart from the store (0600 files)."""
+    """Keys for pseudonyms and content HMACs, kept apart from the store.
+
+    Both come from one secret per deployment (`audit.pseudonym_key_file`): the pseudonym key is
+    the secret itself (so `llm-audit erase --subject S --pseudonym-key FILE` finds a person), the
+    content key is derived from it. Every replica and process reads the same file, so a person
+    has one pseudonym and a prompt one keyed hash whichever process served them.
+    """
 
     pseudonymize: Pseudonymizer
     content_key: bytes
 
     @classmethod
-    def load(cls, keys_dir: Path) -> AuditKeys:
-        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return cls(
-            Pseudonymizer(load_or_create_key(keys_dir / "pseudonym.key")),
-            load_or_create_key(keys_dir / "content.key"),
-        )
+    def from_secret(cls, secret: bytes) -> AuditKeys:
+        return cls(Pseudonymizer(secret), derive_content_key(secret))
+
+    @classmethod
+    def load(cls, key_file: Path | None, data_dir: Path) -> AuditKeys:
+        """The configured key file, or (development) one generated under `data_dir`."""
+        if key_file is not None:
+            return cls.from_secret(load_key(key_file))
+        return cls.from_secret(load_or_create_key(dev_key_file(data_dir)))
 
     def content(self, text: str) -> str:
         """The keyed hash of prompt or answer text."""
@@ -77,7 +101,8 @@ class AuditTrail:
 
     @classmethod
     async def open(cls, settings: AuditSpoolSettings | None, data_dir: Path) -> AuditTrail:
-        keys = AuditKeys.load(data_dir / "audit-keys")
+        key_file = settings.pseudonym_key_file if settings is not None else None
+        keys = AuditKeys.load(Path(key_file) if key_file else None, data_dir)
         if settings is None:
             path = data_dir / "audit-spool.db"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,7 @@ class Exchange:
         if not result.total_ms:
             result.total_ms = (time.monotonic() - self._started) * 1000
         result.worker = self.route.worker_id
+        result.model_digest = self.route.model_digest
         result.retries = self.route.retries
         result.queue_ms = self.route.queue_ms
         return result
@@ -162,6 +163,7 @@ class Exchange:
             priority=admitted.priority,
             affinity_key=admitted.request.affinity_key,
             department=admitted.department,
+            model_digest=self.decision.model_digest if self.decision else "",
         )
         result = self.result
         result.answer = self._answer()

@@ -31,6 +31,12 @@ SHED = Counter(
     "Generations refused with RESOURCE_EXHAUSTED by the scheduler, by reason.",
     ["reason"],
 )
+DIGEST_MISMATCH = Gauge(
+    "llmgw_routing_digest_mismatch",
+    "1 while a worker gets no traffic for a model because its weights digest differs from the "
+    "model register's.",
+    ["model", "worker"],
+)
 WORKERS = Gauge(
     "llmgw_routing_workers",
     "Workers known to this gateway, by state (ready, not_ready, ejected, draining).",
