@@ -9,6 +9,7 @@ from types import ModuleType
 import pytest
 
 from common.types import ChatTurn, FinishReason
+from tests.support.clock import FakeClock
 from tests.support.polling import wait_until
 from tests.workers.trtllm_helpers import (
     MODEL,
@@ -235,8 +236,8 @@ async def test_iteration_statistics_feed_the_load_report(
 
 
 def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> None:
-    now = [100.0]
-    tracker = LoadTracker(8, stale_after_s=1.0, clock=lambda: now[0])
+    clock = FakeClock(100.0)
+    tracker = LoadTracker(8, stale_after_s=1.0, clock=clock)
     for _ in range(3):
         tracker.request_started()
     tracker.observe(
@@ -250,7 +251,7 @@ def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> Non
     assert (load.active, load.queued, load.free_slots, load.max_slots) == (1, 2, 7, 8)
     assert load.kv_cache_utilization == pytest.approx(0.4)
 
-    now[0] += 5.0  # no iteration since: the statistics are stale
+    clock.advance(5.0)  # no iteration since: the statistics are stale
     load = tracker.load()
     assert (load.active, load.queued, load.free_slots) == (3, 0, 5)
 
@@ -258,7 +259,7 @@ def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> Non
     assert tracker.load().active == 3
     for _ in range(3):
         tracker.request_ended()
-    now[0] -= 5.0  # fresh again, but nothing in flight means idle
+    clock.advance(-5.0)  # fresh again, but nothing in flight means idle
     assert tracker.load().active == 0
 
 

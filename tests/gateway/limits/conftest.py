@@ -7,25 +7,12 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from gateway.limits import LimitsSettings, MemoryLimiter, RateLimiter, RedisLimiter
+from tests.support.clock import START as START  # re-exported for the limiter suites
+from tests.support.clock import FakeClock as FakeClock
 from tests.support.redis_server import RedisServer
 
-# 2025-06-15T12:00:00Z: mid-day, mid-month, so budget windows do not roll unless a test says so.
-START = 1_749_988_800.0
 LEASE_TTL_S = 10.0
 RESERVATION_TTL_S = 60.0
-
-
-class FakeClock:
-    """Wall-clock seconds that move only when the test says so."""
-
-    def __init__(self, start: float = START) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
