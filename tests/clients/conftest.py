@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.auth.devkeys import mint_dev_token
+
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 30.0
 
@@ -30,12 +32,7 @@ class DevStack:
 
     def token(self, department: str, subject: str, *roles: str) -> str:
         """A dev token for another department or user, signed by this stack's dev key."""
-        args = [str(BIN / "llm-gateway"), "token", "--department", department]
-        args += ["--subject", subject, "--data-dir", str(self.data_dir)]
-        if roles:
-            args += ["--roles", ",".join(roles)]
-        result = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
-        return result.stdout.strip()
+        return mint_dev_token(self.data_dir, department=department, subject=subject, roles=roles)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,14 @@ from types import ModuleType
 import pytest
 
 from common.types import ChatTurn, FinishReason
+from tests.support.clock import FakeClock
+from tests.support.polling import wait_until
 from tests.workers.trtllm_helpers import (
     MODEL,
     Factory,
     collect,
     next_chunk,
     request,
-    until,
 )
 from workers.engine import (
     Engine,
@@ -127,7 +128,7 @@ async def test_leaving_mid_stream_aborts_and_frees_the_slot_at_once(
     got: list[EngineChunk] = [await anext(first), await anext(first)]
     # A second request waits for the only slot.
     waiting = asyncio.create_task(collect(engine, request(request_id="b", max_tokens=2)))
-    await until(lambda: len(llm.submitted) == 2)
+    await wait_until(lambda: len(llm.submitted) == 2, within=2, every=0.005)
 
     if leave == "cancel":
         pending = asyncio.create_task(next_chunk(first))
@@ -223,7 +224,7 @@ async def test_iteration_statistics_feed_the_load_report(
     ]
     # KV-cache use exists only in TensorRT-LLM's statistics, so a non-zero value proves they
     # reached the report (the in-flight fallback would also say active 2, queued 1).
-    await until(lambda: engine.load().kv_cache_utilization > 0)
+    await wait_until(lambda: engine.load().kv_cache_utilization > 0, within=2, every=0.005)
     load = engine.load()
     assert (load.active, load.queued, load.free_slots, load.max_slots) == (2, 1, 0, 2)
     assert 0 < load.kv_cache_utilization <= 1
@@ -235,8 +236,8 @@ async def test_iteration_statistics_feed_the_load_report(
 
 
 def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> None:
-    now = [100.0]
-    tracker = LoadTracker(8, stale_after_s=1.0, clock=lambda: now[0])
+    clock = FakeClock(100.0)
+    tracker = LoadTracker(8, stale_after_s=1.0, clock=clock)
     for _ in range(3):
         tracker.request_started()
     tracker.observe(
@@ -250,7 +251,7 @@ def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> Non
     assert (load.active, load.queued, load.free_slots, load.max_slots) == (1, 2, 7, 8)
     assert load.kv_cache_utilization == pytest.approx(0.4)
 
-    now[0] += 5.0  # no iteration since: the statistics are stale
+    clock.advance(5.0)  # no iteration since: the statistics are stale
     load = tracker.load()
     assert (load.active, load.queued, load.free_slots) == (3, 0, 5)
 
@@ -258,7 +259,7 @@ def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> Non
     assert tracker.load().active == 3
     for _ in range(3):
         tracker.request_ended()
-    now[0] -= 5.0  # fresh again, but nothing in flight means idle
+    clock.advance(-5.0)  # fresh again, but nothing in flight means idle
     assert tracker.load().active == 0
 
 

@@ -10,7 +10,9 @@ from types import ModuleType
 
 import pytest
 
-from tests.workers.trtllm_helpers import Factory, collect, next_chunk, request, until
+from common.types import FinishReason
+from tests.support.polling import wait_until
+from tests.workers.trtllm_helpers import Factory, collect, next_chunk, request
 from workers.engine import (
     REASON_MAX_NUM_TOKENS,
     REASON_MAX_SEQ_LEN,
@@ -18,7 +20,6 @@ from workers.engine import (
     REASON_SEED_UNSUPPORTED,
     EngineFailed,
     EngineUnavailable,
-    FinishReason,
     InvalidEngineRequest,
 )
 from workers.trtllm import TrtLlmEngine, TrtLlmNotInstalled
@@ -108,7 +109,11 @@ async def test_queued_counts_requests_waiting_for_a_slot(
         asyncio.create_task(collect(engine, request(request_id=f"r{i}", max_tokens=30)))
         for i in range(3)
     ]
-    await until(lambda: engine.load().kv_cache_utilization > 0 and llm.waiting_count == 2)
+    await wait_until(
+        lambda: engine.load().kv_cache_utilization > 0 and llm.waiting_count == 2,
+        within=2,
+        every=0.005,
+    )
     await asyncio.sleep(0.05)  # several iterations: the incoming queue is empty by now
     load = engine.load()
     assert (load.active, load.queued) == (1, 2)
@@ -125,7 +130,7 @@ async def test_aborting_a_queued_request_needs_no_final_response(
     running = engine.generate(request(max_tokens=50))
     await next_chunk(running)
     queued = asyncio.create_task(collect(engine, request(request_id="q", max_tokens=5)))
-    await until(lambda: trtllm.instances[-1].waiting_count == 1)
+    await wait_until(lambda: trtllm.instances[-1].waiting_count == 1, within=2, every=0.005)
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
@@ -142,7 +147,7 @@ async def test_close_ends_streams_that_tensorrt_llm_leaves_unanswered(
     running = engine.generate(request(max_tokens=100))
     await next_chunk(running)
     waiting = asyncio.create_task(collect(engine, request(request_id="w", max_tokens=5)))
-    await until(lambda: llm.waiting_count == 1)
+    await wait_until(lambda: llm.waiting_count == 1, within=2, every=0.005)
 
     await engine.close()
     with pytest.raises(EngineUnavailable, match="closed"):
@@ -163,7 +168,7 @@ async def test_fatal_error_of_any_type_fails_every_stream_and_the_engine(
     trtllm.behaviour.token_delay_s = 0.02
     engine = await make_engine(max_batch_size=4)
     bystander = asyncio.create_task(collect(engine, request(request_id="b", max_tokens=100)))
-    await until(lambda: len(trtllm.instances[-1].active_ids) == 1)
+    await wait_until(lambda: len(trtllm.instances[-1].active_ids) == 1, within=2, every=0.005)
     trtllm.behaviour.fail_after = 2
     trtllm.behaviour.fail_with = lambda: error
     with pytest.raises(EngineFailed):

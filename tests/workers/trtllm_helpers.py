@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -60,12 +59,3 @@ async def collect(engine: TrtLlmEngine, req: EngineRequest) -> list[EngineChunk]
 
 async def next_chunk(stream: AsyncGenerator[EngineChunk, None]) -> EngineChunk:
     return await anext(stream)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait up to 2 s for `condition` (the double's state changes between event-loop steps)."""
-    for _ in range(400):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached within 2 s")

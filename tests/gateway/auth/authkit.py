@@ -17,6 +17,7 @@ from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from gateway.auth.keys import public_key_to_jwk
 from gateway.request.call import CallContext
+from tests.helpers import bearer as bearer  # re-exported for the auth suites
 
 Context = grpc.aio.ServicerContext[Any, Any]
 ISSUER = "https://idp.region.example/realms/staff"
@@ -62,9 +63,10 @@ class Signer:
 
     @property
     def public_pem(self) -> bytes:
-        return self.private_key.public_key().public_bytes(
+        pem: bytes = self.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        return pem
 
     def jwk(self) -> dict[str, Any]:
         data = public_key_to_jwk(self.private_key.public_key())
@@ -99,27 +101,22 @@ def jwks_document(*signers: Signer) -> dict[str, Any]:
     return {"keys": [s.jwk() for s in signers]}
 
 
-Stub = gateway_pb2_grpc.InferenceServiceStub
-
-
 @dataclass
 class RunningServer:
     address: str
     server: grpc.aio.Server
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
-    def stub(self, channel: grpc.aio.Channel | None = None) -> Stub:
+    def stub(
+        self, channel: grpc.aio.Channel | None = None
+    ) -> gateway_pb2_grpc.InferenceServiceAsyncStub:
         if channel is None:
             channel = grpc.aio.insecure_channel(self.address)
             self.channels.append(channel)
-        return gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        return gateway_pb2_grpc.InferenceServiceStub(channel)
 
 
 StartServer = Callable[..., Awaitable[RunningServer]]
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 class JwksServer:

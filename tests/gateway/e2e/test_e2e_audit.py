@@ -42,6 +42,7 @@ from tests.helpers import (
     TEST_POLICY,
     StartGateway,
     StartWorker,
+    bearer,
     gateway_settings,
     wait_until,
 )
@@ -172,10 +173,6 @@ def streamed(prompt: str = "Summarise the ward round", **fields: Any) -> pb.Gene
     return pb.GenerateStreamRequest.FromString(generate(prompt, **fields).SerializeToString())
 
 
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
-
-
 async def expect_status(call: Any, code: grpc.StatusCode) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
@@ -186,10 +183,11 @@ async def drained(gateway: GatewayHandle, store: Store, count: int) -> list[dict
     """The ledger once it holds `count` records and the gateway's spool is empty."""
     spool = gateway.pipeline.audit.spool
     await wait_until(lambda: len(store.rows()) >= count, within=10)
-    for _ in range(500):
-        if await spool.pending_count() == 0:
-            break
-        await asyncio.sleep(0.01)
+
+    async def spool_empty() -> bool:
+        return await spool.pending_count() == 0
+
+    await wait_until(spool_empty, within=5, every=0.01, what="empty spool")
     assert await spool.pending_count() == 0
     return store.rows()
 

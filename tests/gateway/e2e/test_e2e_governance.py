@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -22,6 +23,7 @@ from tests.helpers import (
     FAST_SIM,
     StartGateway,
     StartWorker,
+    bearer,
     gateway_settings,
     wait_until,
 )
@@ -39,10 +41,6 @@ WRONG = "sha256:" + "0" * 64
 def error_reason(error: grpc.aio.AioRpcError) -> str:
     info = detail(error, error_details_pb2.ErrorInfo)
     return info.reason if info is not None else ""
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 def ask(model: str = LLAMA, **fields: object) -> pb.GenerateRequest:
@@ -157,7 +155,8 @@ async def test_suspension_applies_on_reload_and_the_stream_in_flight_finishes(
             ask(sampling=pb.SamplingParams(max_tokens=40, seed=3)).SerializeToString()
         )
         stream = stub.GenerateStream(request, metadata=bearer(token), timeout=20)
-        first = await stream.read()
+        # grpc-stubs type read() as `object | Response`; EOF here would fail on `.text` below.
+        first = cast(pb.GenerateStreamResponse, await stream.read())
         assert first.text
         models = policy_copy / "models.yaml"
         text = models.read_text()
@@ -172,7 +171,7 @@ async def test_suspension_applies_on_reload_and_the_stream_in_flight_finishes(
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert error_reason(refused.value) == "register.model_suspended"
         messages = [first]
-        while (message := await stream.read()) is not grpc.aio.EOF:
+        while isinstance(message := await stream.read(), pb.GenerateStreamResponse):
             messages.append(message)
         assert messages[-1].finish_reason == pb.FINISH_REASON_LENGTH
         assert sum(m.token_count for m in messages) == 40
