@@ -17,6 +17,7 @@ from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from gateway.auth.keys import public_key_to_jwk
 from gateway.request.call import CallContext
+from gateway.request.decoding import Undecodable
 from tests.helpers import bearer as bearer  # re-exported for the auth suites
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -32,12 +33,18 @@ class EchoPrincipalServicer:
     """
 
     async def Generate(
-        self, request: gateway_pb2.GenerateRequest, call: CallContext, context: Context
+        self,
+        request: gateway_pb2.GenerateRequest | Undecodable,
+        call: CallContext,
+        context: Context,
     ) -> gateway_pb2.GenerateResponse:
         return gateway_pb2.GenerateResponse(text=call.authenticated().department)
 
     async def ListModels(
-        self, request: gateway_pb2.ListModelsRequest, call: CallContext, context: Context
+        self,
+        request: gateway_pb2.ListModelsRequest | Undecodable,
+        call: CallContext,
+        context: Context,
     ) -> gateway_pb2.ListModelsResponse:
         principal = call.authenticated()
         pools = [principal.subject, *sorted(principal.roles)]
@@ -46,7 +53,10 @@ class EchoPrincipalServicer:
         )
 
     async def GenerateStream(
-        self, request: gateway_pb2.GenerateStreamRequest, call: CallContext, context: Context
+        self,
+        request: gateway_pb2.GenerateStreamRequest | Undecodable,
+        call: CallContext,
+        context: Context,
     ) -> AsyncIterator[gateway_pb2.GenerateStreamResponse]:
         for _ in range(3):
             principal = call.authenticated()

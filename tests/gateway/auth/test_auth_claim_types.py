@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llmgateway.v1 import gateway_pb2
 
+from gateway.auth.keys import VerificationKey
 from gateway.auth.settings import AuthSettings
 from tests.gateway.auth.authkit import RunningServer, Signer, StartServer, bearer
 
@@ -145,8 +146,8 @@ class _NoKeys:
 
     async def close(self) -> None: ...
 
-    def candidates(self, kid: object, alg: str) -> list[object]:
+    def candidates(self, kid: str | None, algorithm: str) -> list[VerificationKey]:
         return []
 
-    def is_current(self, key: object) -> bool:
+    def is_current(self, key: VerificationKey) -> bool:
         return False

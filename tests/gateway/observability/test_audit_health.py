@@ -62,8 +62,8 @@ async def test_audit_goes_not_serving_during_a_store_outage_and_comes_back(
         model="llama-3.1-8b-instruct", prompt="hello", sampling=pb.SamplingParams(max_tokens=4)
     )
     async with grpc.aio.insecure_channel(gateway.target) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-        health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
 
         async def audit_is(status: int) -> bool:
             answer = await health.Check(health_pb2.HealthCheckRequest(service="llmgateway.audit"))
@@ -114,8 +114,8 @@ async def test_audit_goes_not_serving_past_its_spool_share(
     )
     token = mint_dev_token(data_dir / "gw", department="qa", subject="erin")
     async with grpc.aio.insecure_channel(gateway.target) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-        health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
 
         async def audit_is(status: int) -> bool:
             answer = await health.Check(health_pb2.HealthCheckRequest(service="llmgateway.audit"))

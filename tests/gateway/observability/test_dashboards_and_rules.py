@@ -100,7 +100,7 @@ async def live_scrapes(
         gateway = await start_test_gateway(remote, settings=settings)
         token = mint_dev_token(data_dir / "gw", department="qa", subject="ops")
         async with grpc.aio.insecure_channel(gateway.target) as channel:
-            stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            stub = gateway_pb2_grpc.InferenceServiceStub(channel)
             auth = (("authorization", f"Bearer {token}"),)
             for _ in range(3):
                 await stub.Generate(

@@ -71,7 +71,7 @@ async def test_known_mix_counts_by_department_model_and_outcome(
     other = mint_dev_token(data_dir / "gw", department=DEPARTMENT, subject="bob")
     caplog.set_level(logging.INFO, logger=LOGGER_NAME)
     async with grpc.aio.insecure_channel(gateway.target) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
         alice = (("authorization", f"Bearer {token}"),)
         # 2 refused by policy (health data is above the department's clearance): no rate used.
         for _ in range(2):
@@ -132,7 +132,7 @@ async def test_unknown_model_names_do_not_create_series(
     assert gateway.metrics is not None
     token = mint_dev_token(data_dir / "gw", department="qa", subject="carol")
     async with grpc.aio.insecure_channel(gateway.target) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
         for i in range(3):
             with pytest.raises(grpc.aio.AioRpcError) as bad:
                 await stub.Generate(
