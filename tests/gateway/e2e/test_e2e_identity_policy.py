@@ -80,10 +80,10 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     return info
 
 
-# Fields that are hex digests, ids or times: a CPR fragment such as "4285" can turn up in them by
-# chance, so only whole numbers and the date part are looked for there.
+# Fields that are hex digests, ids, times or timings: a CPR fragment such as "4285" can turn up in
+# them by chance, so only whole numbers and the date part are looked for there.
 _OPAQUE = {"record_id", "time_ns", "subject_pseudonym", "trace_id", "span_id", "policy_version",
-           "prompt_hmac", "answer_hmac"}  # fmt: skip
+           "prompt_hmac", "answer_hmac", "timings", "model_digest"}  # fmt: skip
 
 
 def assert_no_content(record: AuditRecord, *texts: str) -> None:
