@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from audit.chain import ChainHead, Link, make_link, new_salt, subject_commitment
+from audit.chain import ChainHead, Link, body_fields, make_link, new_salt, subject_commitment
 from audit.checkpoint import Checkpoint
 from audit.record import AuditRecord
 
@@ -51,6 +51,7 @@ QUERY_COLUMNS = (
     "status_code",
     "prompt_tokens",
     "completion_tokens",
+    "interface",
     "subject",
 )
 
@@ -287,7 +288,7 @@ class SqlLedger:
         rows = self._x(
             "SELECT r.time_ns, r.record_id, r.source, r.sequence, r.department, r.model, "
             "r.purpose, r.outcome, r.status_code, r.prompt_tokens, r.completion_tokens, "
-            "l.subject_pseudonym FROM records r "
+            "r.body, l.subject_pseudonym FROM records r "
             "LEFT JOIN subject_links l ON l.record_id = r.record_id"
             f"{where} ORDER BY r.time_ns, r.record_id LIMIT ?",
             [*params, limit],
@@ -296,6 +297,9 @@ class SqlLedger:
         for row in rows:
             d = dict(zip(QUERY_COLUMNS, row, strict=True))
             d["subject"] = d["subject"] if d["subject"] is not None else "(erased)"
+            # The door is not a column of its own: read it from the hashed body (records
+            # written before the field existed came through gRPC).
+            d["interface"] = body_fields(d["interface"]).get("interface", "grpc")
             out.append(d)
         return out
 

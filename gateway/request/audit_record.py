@@ -44,6 +44,7 @@ def build_record(
     trace_id: str,
     span_id: str,
     refusal: BaseException | None = None,
+    interface: str = "grpc",
 ) -> AuditRecord:
     """One record: pseudonymised subject, keyed hashes, text only when policy allows it."""
     answer = result.answer
@@ -80,6 +81,7 @@ def build_record(
         timings=Timings(result.queue_ms, result.time_to_first_token_ms, result.total_ms),
         retry_count=result.retries,
         client_request_id=client_request_id,
+        interface=interface,
     )
 
 

@@ -267,6 +267,7 @@ class Exchange:
             trace_id=self.trace.trace_id,
             span_id=self.trace.span_id,
             refusal=exc,
+            interface=self._call.interface,
         )
         try:
             await self._pipeline.audit.append(record)
