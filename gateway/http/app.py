@@ -9,6 +9,7 @@ call, as a cancelled gRPC call does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -88,11 +89,19 @@ class OpenAIDoor:
                     async for chunk in exchange.generate():
                         first = not stream.started
                         await stream.send(shapes.chunk(chunk.text, first=first, with_usage=usage))
-        except GatewayError as err:
-            if stream is None or not stream.started or isinstance(err, Cancelled):
+        except Exception as err:
+            if stream is None or not stream.started:
                 raise
-            # Tokens have gone out with 200: the refusal ends the stream as an error event.
-            await stream.send(errors.error_body(err), final=True)
+            # Tokens have gone out with 200: the failure ends the stream as an error event
+            # (none when the client has gone: there is no one to tell).
+            if isinstance(err, GatewayError):
+                body = errors.error_body(err)
+            else:
+                log.exception("internal error in request %s", call.request_id)
+                body = errors.internal_body(call.request_id)
+            if not isinstance(err, Cancelled):
+                with contextlib.suppress(Cancelled):
+                    await stream.send(body, final=True)
             return stream.response
         # After the exchange: the audit record is durable before the caller sees the end.
         if stream is None:

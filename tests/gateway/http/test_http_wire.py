@@ -187,3 +187,35 @@ async def test_disconnect_cancels_the_generation(
     [record] = records
     assert record.outcome is Outcome.CANCELLED and record.interface == "openai-http"
     assert 0 < record.completion_tokens < 500
+
+
+async def test_failure_after_the_first_token_ends_the_stream_with_an_error_event(
+    start_sim_worker: StartWorker,
+    start_test_gateway: StartGateway,
+    http_gateway: GatewayHandle,
+    mint: Callable[..., str],
+) -> None:
+    slow = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
+    settings = http_gateway.pipeline.settings
+    gateway = await start_test_gateway(
+        slow, settings=replace(settings, data_dir=settings.data_dir.with_name("gw-failing"))
+    )
+    assert gateway.http is not None
+    body = {"model": MODEL, "messages": CHAT, "max_tokens": 500, "stream": True}
+    headers = {"Authorization": f"Bearer {mint()}"}
+    lines: list[bytes] = []
+    async with (
+        aiohttp.ClientSession(headers=headers) as s,
+        s.post(f"{gateway.http.base_url}/chat/completions", json=body) as response,
+    ):
+        assert response.status == 200
+        async for line in response.content:
+            lines.append(line)
+            if len(lines) == 4:  # two events, each a data line and a blank line
+                await slow.stop(grace=0)  # the worker dies mid-answer
+    payloads = events(b"".join(lines))
+    assert b"[DONE]" not in payloads
+    error = json.loads(payloads[-1])["error"]
+    assert error["type"] == "service_unavailable" and error["message"]
+    [record] = await new_records(gateway, set())
+    assert record.outcome is Outcome.ERROR and record.interface == "openai-http"
