@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Tally]]:
                             tokens = json.loads(line[6:])["usage"]["completion_tokens"]
                 return tokens
 
-            targets = [
+            targets: list[tuple[str, bc.Call]] = [
                 ("gRPC Generate", grpc_unary),
                 ("HTTP chat completion", http_unary),
                 ("gRPC GenerateStream", grpc_stream),
