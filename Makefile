@@ -43,7 +43,7 @@ lint: $(STAMP) $(BUF)
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BUF) breaking --against $(RELEASE_IMAGE)
-	$(BIN)/llm-gateway policy check policy/examples/health-region
+	$(BIN)/llm-gateway policy check --require-register policy/examples/health-region
 	$(BIN)/llm-gateway check-config --config deploy/gateway.yaml
 
 ## Stop at once, with the install command, when a server the tests start is missing.

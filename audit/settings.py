@@ -81,9 +81,16 @@ class AuditSpoolSettings:
     - `quota_bytes`: undelivered bytes at which the spool refuses appends (fail closed).
     - `store_target`: the audit store's HOST:PORT (checked by the residency guard).
     - `batch_size`, `flush_timeout_s`: records per export; how long close() keeps shipping.
+    - `unhealthy_after_s`, `unhealthy_spool_share`: the audit health service turns NOT_SERVING
+      once shipping has failed for this long, or once undelivered bytes pass this share of the
+      quota (0 < share <= 1); it turns SERVING again when the store answers and the spool drains.
     - `tls_ca_file` (+ `tls_cert_file`/`tls_key_file` for mutual TLS, `tls_server_name`):
       ship over TLS; without them the connection is plaintext, which the residency guard allows
       only for loopback or explicitly allowed hosts.
+    - `pseudonym_key_file`: the deployment's one audit secret (>= 32 random bytes, a mounted
+      Secret), shared by every replica and process so that a person has one pseudonym
+      everywhere; the content-hash key is derived from it (HKDF-SHA256). Required when
+      `production: true`; without it a development gateway generates one under its data dir.
     """
 
     spool_path: str
@@ -92,14 +99,23 @@ class AuditSpoolSettings:
     quota_bytes: int = 256 * 1024 * 1024
     batch_size: int = 256
     flush_timeout_s: float = 5.0
+    unhealthy_after_s: float = 60.0
+    unhealthy_spool_share: float = 0.5
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_server_name: str | None = None
+    pseudonym_key_file: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], path: str = "audit.spool") -> Self:
         for required in ("spool_path", "source", "store_target"):
             if required not in data:
                 raise ValueError(f"{path}.{required}: required")
-        return cls(**_build(cls, data, path))  # type: ignore[arg-type]
+        settings = cls(**_build(cls, data, path))  # type: ignore[arg-type]
+        if settings.unhealthy_spool_share > 1:
+            raise ValueError(
+                f"{path}.unhealthy_spool_share: expected a share of the quota in (0, 1], "
+                f"got {settings.unhealthy_spool_share}"
+            )
+        return settings

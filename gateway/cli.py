@@ -62,7 +62,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _policy_check(args: argparse.Namespace) -> int:
     from policy.checker import main as check
 
-    return check([str(args.directory)])
+    return check([str(args.directory)] + (["--require-register"] if args.require_register else []))
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser("check", help="check a policy directory offline (exit 0/1)")
     check.add_argument("directory", type=Path)
+    check.add_argument(
+        "--require-register",
+        action="store_true",
+        help="fail unless the directory has models.yaml and purposes.yaml (production)",
+    )
     check.set_defaults(func=_policy_check)
     return parser
 

@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "LLMGW_HTTP_LISTEN": "http.listen",
     "LLMGW_WORKERS": "routing.workers (comma-separated host:port targets)",
     "LLMGW_DATA_DIR": "data_dir",
+    "LLMGW_AUDIT_SOURCE": "audit.source (in Kubernetes the pod name, from the downward API)",
 }
 
 
@@ -195,4 +196,8 @@ def load_settings(
         settings = replace(settings, routing=replace(settings.routing, workers=targets))
     if data_dir := env.get("LLMGW_DATA_DIR"):
         settings = replace(settings, data_dir=Path(data_dir))
+    if source := env.get("LLMGW_AUDIT_SOURCE"):
+        if settings.audit is None:
+            raise SettingsError("LLMGW_AUDIT_SOURCE is set but the settings have no audit section")
+        settings = replace(settings, audit=replace(settings.audit, source=source))
     return settings

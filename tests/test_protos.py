@@ -84,7 +84,10 @@ def test_buf_breaking_fails_on_a_renumbered_field(tmp_path: Path) -> None:
     proto = workspace / "protos" / "llmgateway" / "v1" / "gateway.proto"
     text = proto.read_text()
     assert "  uint32 ready_workers = 3;\n" in text
-    proto.write_text(text.replace("  uint32 ready_workers = 3;\n", "  uint32 ready_workers = 4;\n"))
+    # 15: a number no field of ModelInfo uses, so only the renumbering itself is wrong.
+    proto.write_text(
+        text.replace("  uint32 ready_workers = 3;\n", "  uint32 ready_workers = 15;\n")
+    )
     result = _breaking(workspace)
     assert result.returncode != 0
     assert "ready_workers" in result.stdout and "gateway.proto" in result.stdout, result.stdout

@@ -1,4 +1,4 @@
-"""`llm-worker serve` runs one worker (sim or TensorRT-LLM); `llm-worker drain` drains one."""
+"""`llm-worker`: `serve` a worker (sim or TensorRT-LLM), `drain` one, `digest` a model directory."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from common.egress import EgressGuard, ResidencySettings, ResidencyViolation
 from common.eventloop import run_event_loop, wait_for_shutdown_signal
 from common.telemetry import TelemetrySettings, start_tracing
 from common.worker_registry import DEFAULT_PREFIX, Advert, redis_client
+from workers import metrics
+from workers.digest import directory_digest
+from workers.digest import main as digest_main
 from workers.engine import Engine
 from workers.registration import RedisRegistration
 from workers.server import start_worker
@@ -95,14 +98,30 @@ async def _serve(args: argparse.Namespace) -> int:
         ),
         guard,
     )
+    engine = build_engine(args)
+    digests = None
+    if args.engine == "trtllm":
+        # Hashing tens of gigabytes takes a while: once, at start, off the event loop.
+        digest = await asyncio.to_thread(directory_digest, Path(args.model[0]))
+        digests = {name: digest for name in engine.models}
     handle = await start_worker(
-        build_engine(args),
+        engine,
         listen=args.listen,
         pool=args.pool,
         tracing=tracing,
         credentials=server_tls(args),
+        model_digests=digests,
     )
     print(f"worker {handle.servicer.worker_id} listening on port {handle.port}", flush=True)
+    refresher: asyncio.Task[None] | None = None
+    if args.metrics_listen:
+        metrics_server = metrics.start_metrics(args.metrics_listen)
+        host, port = str(metrics_server.server_address[0]), int(metrics_server.server_address[1])
+        print(f"worker metrics on http://{host}:{port}/metrics", flush=True)
+        servicer = handle.servicer
+        refresher = asyncio.create_task(
+            metrics.refresh_forever(handle.engine, lambda: servicer.draining)
+        )
     registration: RedisRegistration | None = None
     if args.register_redis:
         advert = Advert(
@@ -125,6 +144,8 @@ async def _serve(args: argparse.Namespace) -> int:
     if registration is not None:
         await registration.stop()  # gateways stop picking it before the server goes away
     await handle.stop(grace=args.grace)
+    if refresher is not None:
+        refresher.cancel()
     tracing.shutdown()
     if handle.servicer.failed.is_set():
         print("llm-worker: the engine failed fatally; exiting for a restart", file=sys.stderr)
@@ -187,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--otlp-insecure", action="store_true", help="plaintext OTLP (loopback)")
     serve.add_argument("--trace-sample-ratio", type=float, default=1.0)
     serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (slots, queue, KV cache, tokens); off when unset",
+    )
+    serve.add_argument(
         "--allow-network",
         action="append",
         metavar="CIDR",
@@ -197,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("--resume", action="store_true", help="accept generations again")
     drain.add_argument("--wait", action="store_true", help="wait until in-flight ones finish")
     drain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait at most")
+    digest = commands.add_parser("digest", help="print a model directory's weights digest")
+    digest.add_argument("directory", help="the model directory a worker loads")
+    digest.add_argument("--manifest", action="store_true", help="print the file manifest too")
     return parser
 
 
@@ -206,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "drain":
             return asyncio.run(_drain(args))
+        if args.command == "digest":
+            return digest_main([args.directory] + (["--manifest"] if args.manifest else []))
         return run_event_loop(_serve(args))  # uvloop, like the gateway
     except (ImportError, ValueError, ResidencyViolation) as exc:  # missing engine, bad option
         print(f"llm-worker: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -19,7 +19,8 @@ from opentelemetry.trace import Span, SpanKind
 
 from common import telemetry
 from common.telemetry import Tracing
-from workers import convert
+from workers import convert, metrics
+from workers.digest import sim_digests
 from workers.engine import (
     Engine,
     EngineFailed,
@@ -28,6 +29,7 @@ from workers.engine import (
     InvalidEngineRequest,
     UnsupportedModel,
 )
+from workers.sim import SimEngine
 from workers.streaming import coalesce
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         pool: str,
         health_servicer: health.aio.HealthServicer | None = None,
         tracing: Tracing | None = None,
+        model_digests: Mapping[str, str] | None = None,
     ) -> None:
         self._engine = engine
+        self.model_digests = dict(model_digests or {})
         self._tracing = tracing
         self.worker_id = worker_id
         self.pool = pool
@@ -102,6 +106,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         try:
             async for chunks in coalesce(self._engine.generate(convert.engine_request(request))):
                 message = convert.merge_chunks(chunks)
+                if message.token_count:
+                    metrics.OUTPUT_TOKENS.inc(message.token_count)
                 if span is not None:
                     if not tokens and message.token_count:
                         span.set_attribute(TTFT_ATTRIBUTE, (time.monotonic() - started) * 1000)
@@ -187,6 +193,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             pool=self.pool,
             engine=self._engine.kind,
             max_slots=self._engine.load().max_slots,
+            model_digests=self.model_digests,
         )
 
     def _load(self) -> pb.Load:
@@ -235,11 +242,16 @@ async def start_worker(
     worker_id: str = "",
     tracing: Tracing | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    model_digests: Mapping[str, str] | None = None,
 ) -> WorkerHandle:
     """Start the engine and a worker server bound to `listen`; returns once it accepts calls.
 
     With `credentials` the port speaks TLS (mutual TLS when they require client certificates).
+    `model_digests` (model -> `sha256:...`) is advertised in GetInfo; by default a simulator
+    advertises the digest of its configuration and other engines none.
     """
+    if model_digests is None and isinstance(engine, SimEngine):
+        model_digests = sim_digests(engine.config)
     await engine.start()
     # Accept bursts of streams instead of cancelling all but the first 1,000 (gRPC's default).
     server = grpc.aio.server(
@@ -256,6 +268,7 @@ async def start_worker(
         pool=pool,
         health_servicer=health_servicer,
         tracing=tracing,
+        model_digests=model_digests,
     )
     pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

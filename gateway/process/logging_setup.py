@@ -1,4 +1,4 @@
-"""Structured logging: JSON lines on one root handler, with a filter that drops content fields."""
+"""Structured logging: one line per event on one root handler; a filter drops content fields."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import IO, Self
 
 from common.settings import SettingsError, section, typed
+from gateway.request import access_log
 
 # Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
 # (`exc_text` would match the content pattern, so the standard names are never filtered.)
@@ -25,7 +26,7 @@ CONTENT_FIELD = re.compile(r"prompt|text|content|completion|answer|messages", re
 SAFE_SUFFIX = re.compile(r"_(tokens|count|chars|length|len|bytes|hash|sha256|hmac)$", re.IGNORECASE)
 DROPPED_FIELDS_KEY = "dropped_fields"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SETTINGS_KEYS = ("level", "format", "capture_content")
+_SETTINGS_KEYS = ("level", "format", "capture_content", "access_log", "access_log_rate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +34,15 @@ class LoggingSettings:
     """Log level, `json` (one object per line) or `text`, and whether content fields may pass.
 
     `capture_content` only disables the safety filter; it is meant for a developer's machine,
-    never for a deployment holding real prompts.
+    never for a deployment holding real prompts. `access_log` writes one line per request
+    (logger `llmgateway.access`), at most `access_log_rate` lines per second on average.
     """
 
     level: str = "INFO"
     format: str = "json"
     capture_content: bool = False
+    access_log: bool = True
+    access_log_rate: float = 200.0
 
     @classmethod
     def from_mapping(cls, data: object, path: str = "logging") -> Self:
@@ -50,7 +54,16 @@ class LoggingSettings:
         fmt = typed(d, "format", path, str, "json")
         if fmt not in ("json", "text"):
             raise SettingsError(f"{path}.format: expected 'json' or 'text'")
-        return cls(level, fmt, typed(d, "capture_content", path, bool, False))
+        rate = typed(d, "access_log_rate", path, float, 200.0)
+        if rate <= 0:
+            raise SettingsError(f"{path}.access_log_rate: expected lines per second above 0")
+        return cls(
+            level,
+            fmt,
+            typed(d, "capture_content", path, bool, False),
+            typed(d, "access_log", path, bool, True),
+            rate,
+        )
 
 
 class ContentFieldFilter(logging.Filter):
@@ -76,8 +89,12 @@ class ContentFieldFilter(logging.Filter):
         return True
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(processName)s %(process)d] %(name)s: %(message)s"
+
+
 class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC), level, logger, message, extra fields, exception."""
+    """One JSON object per record: time (UTC), level, logger, process (name and pid), message,
+    extra fields, exception. With several gateway processes the name is `gw-<index>`."""
 
     def format(self, record: logging.LogRecord) -> str:
         created = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
@@ -85,6 +102,8 @@ class JsonLinesFormatter(logging.Formatter):
             "time": created.isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "process": record.processName,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
@@ -104,19 +123,25 @@ class _GatewayHandler(logging.StreamHandler[IO[str]]):
 def configure_logging(
     settings: LoggingSettings, *, stream: IO[str] | None = None
 ) -> logging.Handler:
-    """Install one handler on the root logger (replacing one installed earlier) and return it."""
+    """Make the root logger's one output handler this one, and return it.
+
+    The handler installed earlier by this function, or by `logging.basicConfig` (a plain
+    StreamHandler), is replaced: two handlers on the root would print every event twice.
+    Handlers of other types (a test's capture handler) are left alone.
+    """
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
+    for old in [h for h in root.handlers if type(h) in (_GatewayHandler, logging.StreamHandler)]:
         root.removeHandler(old)
         old.close()
     handler = _GatewayHandler(stream if stream is not None else sys.stderr)
     if settings.format == "json":
         handler.setFormatter(JsonLinesFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     if not settings.capture_content:
         # On the handler, not a logger: logger filters do not see records from child loggers.
         handler.addFilter(ContentFieldFilter())
     root.addHandler(handler)
     root.setLevel(settings.level)
+    access_log.configure(enabled=settings.access_log, rate_per_s=settings.access_log_rate)
     return handler

@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from llmgateway.v1 import gateway_pb2
+from prometheus_client import Gauge
 
 from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
@@ -46,6 +47,13 @@ BURST_OPTIONS = (
     ("grpc.server.max_pending_requests", 10_000),
     ("grpc.server.max_pending_requests_hard_limit", 20_000),
 )
+# With several processes the replica is ready when this sums to `server.processes` over the live
+# ones (prometheus_client's multiprocess mode; without it, the one process's own value).
+PROCESS_SERVING = Gauge(
+    "llmgw_process_serving",
+    "1 while a gateway process is SERVING (grpc.health.v1, overall), 0 while it drains.",
+    multiprocess_mode="livesum",
+)
 
 
 @dataclass
@@ -61,6 +69,7 @@ class GatewayHandle:
     metrics: MetricsServer | None = None
     http: HttpServer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    serving: bool = False
 
     @property
     def target(self) -> str:
@@ -71,10 +80,13 @@ class GatewayHandle:
         details = {f"policy.{k}": v for k, v in self.pipeline.policy.health().items()}
         details.update({f"limits.{k}": v for k, v in self.pipeline.limiter.health().items()})
         details.update(self.pipeline.audit.health())
+        details.update(self.pipeline.router.health())
         return details
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
+        self.serving = False
+        PROCESS_SERVING.set(0)
         await self.health.enter_graceful_shutdown()
         grace = grace if grace is not None else self.pipeline.settings.server.shutdown_grace_s
         stopping = [self.server.stop(grace)]
@@ -124,6 +136,13 @@ def check_production(settings: GatewaySettings) -> None:
         raise SettingsError(
             "auth.dev_key_file: the development key is configured in a production "
             "configuration; remove it and configure the identity provider's keys"
+        )
+    if settings.production and (settings.audit is None or not settings.audit.pseudonym_key_file):
+        raise SettingsError(
+            "audit.pseudonym_key_file: required in a production configuration: one secret "
+            "(>= 32 random bytes, a mounted Secret) shared by every replica and process, so that "
+            "each person has one pseudonym; create it with `head -c 32 /dev/urandom` "
+            "(docs/deploy.md)"
         )
 
 
@@ -191,13 +210,15 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
             await handle.stop(grace=0)
             raise
         log.info("OpenAI-compatible HTTP door on port %d", handle.http.port)
+    handle.serving = True
+    PROCESS_SERVING.set(1)
     if settings.policy.reload_interval_s > 0:
         handle.tasks.append(
             asyncio.create_task(policy.run_reloader(settings.policy.reload_interval_s))
         )
     handle.tasks.append(asyncio.create_task(_report_component_health(handle)))
     if settings.metrics is not None and settings.metrics.listen:
-        handle.metrics = start_metrics_server(settings.metrics.listen)
+        handle.metrics = start_metrics_server(settings.metrics.listen, ready=lambda: handle.serving)
     log.info("gateway listening on port %d (policy %s)", port, policy.current().version[:12])
     return handle
 
@@ -209,7 +230,7 @@ async def _report_component_health(handle: GatewayHandle) -> None:
         "llmgateway.limits": lambda: (
             not any("degraded" in v for v in handle.pipeline.limiter.health().values())
         ),
-        "llmgateway.audit": lambda: not handle.pipeline.audit.is_full,
+        "llmgateway.audit": lambda: not handle.pipeline.audit.problem(),
     }
     while True:
         for name, healthy in checks.items():
@@ -221,5 +242,8 @@ async def serve(settings: GatewaySettings) -> None:
     """Run a gateway until SIGTERM/SIGINT, then shut down gracefully."""
     handle = await start_gateway(settings)
     await wait_for_shutdown_signal()
-    log.info("shutting down: NOT_SERVING, draining for %.0f s", settings.server.shutdown_grace_s)
+    log.info(
+        "shutting down: NOT_SERVING, draining for up to %.0f s", settings.server.shutdown_grace_s
+    )
     await handle.stop()
+    log.info("gateway stopped")

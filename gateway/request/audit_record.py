@@ -81,6 +81,7 @@ def build_record(
         timings=Timings(result.queue_ms, result.time_to_first_token_ms, result.total_ms),
         retry_count=result.retries,
         client_request_id=client_request_id,
+        model_digest=result.model_digest,
         interface=interface,
     )
 

@@ -24,6 +24,7 @@ from common.telemetry import Tracing, content_capture_allowed
 from common.worker_wire import FINISH_FROM_PROTO, ROLE_VALUES
 from gateway.auth.principal import Principal
 from gateway.limits.base import Completion, RateLimiter
+from gateway.request import access_log, metrics
 from gateway.request.admission import Admitted, Gate
 from gateway.request.audit_record import build_record, outcome_of
 from gateway.request.auditing import AuditTrail
@@ -121,6 +122,7 @@ class Exchange:
         if not result.total_ms:
             result.total_ms = (time.monotonic() - self._started) * 1000
         result.worker = self.route.worker_id
+        result.model_digest = self.route.model_digest
         result.retries = self.route.retries
         result.queue_ms = self.route.queue_ms
         return result
@@ -162,6 +164,7 @@ class Exchange:
             priority=admitted.priority,
             affinity_key=admitted.request.affinity_key,
             department=admitted.department,
+            model_digest=self.decision.model_digest if self.decision else "",
         )
         result = self.result
         result.answer = self._answer()
@@ -268,6 +271,19 @@ class Exchange:
             span_id=self.trace.span_id,
             refusal=exc,
             interface=self._call.interface,
+        )
+        policy = self._pipeline.policy.current()
+        access_log.record(
+            metrics.summarize(
+                result,
+                department=department,
+                audit_outcome=outcome.value,
+                grpc_status=status,
+                streaming=self._streaming,
+                trace_id=self.trace.trace_id,
+                known_models=policy.model_catalog,
+                known_departments=policy.departments,
+            )
         )
         try:
             await self._pipeline.audit.append(record)

@@ -56,9 +56,16 @@ class InferenceServicer:
     ) -> pb.ListModelsResponse:
         async with self._pipeline.exchange(call, streaming=False, listing=True) as exchange:
             models = exchange.models()
+        department = call.authenticated().department
+        purposes = self._pipeline.policy.current().register.purposes_for
         return pb.ListModelsResponse(
             models=[
-                pb.ModelInfo(name=m.name, pools=m.pools, ready_workers=m.ready_workers)
+                pb.ModelInfo(
+                    name=m.name,
+                    pools=m.pools,
+                    ready_workers=m.ready_workers,
+                    purposes=purposes(department, m.name),
+                )
                 for m in models
             ]
         )

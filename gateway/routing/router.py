@@ -61,6 +61,7 @@ class WorkerCall:
     priority: int = 0
     affinity_key: str = ""
     department: str = ""
+    model_digest: str = ""  # the register's digest of the model; empty: any worker serving it
 
 
 @dataclass(slots=True)
@@ -70,6 +71,7 @@ class RouteOutcome:
     worker_id: str = ""
     retries: int = 0
     queue_ms: float = 0.0
+    model_digest: str = ""  # what the chosen worker advertises for the model
 
 
 _Opened = tuple[
@@ -126,6 +128,10 @@ class Router:
     def registry(self) -> WorkerRegistry:
         return self._registry
 
+    def health(self) -> dict[str, str]:
+        """Routing health details: workers left out for a digest that differs from the register."""
+        return self._index.digests.health()
+
     def serves(self, model: str) -> bool:
         """True if any known worker (ready or not) serves `model`."""
         return self._index.serves(model)
@@ -147,15 +153,25 @@ class Router:
         *,
         key: bytes | None = None,
         exclude: Sequence[WorkerState] = (),
+        digest: str = "",
     ) -> WorkerState | None:
         """The worker for the next generation of `model`, or None while all are full.
 
-        Raises Unavailable when no ready worker serves `model` in an allowed pool.
+        Raises Unavailable when no ready worker serves `model` (with `digest`, the registered
+        build of it) in an allowed pool.
         """
-        candidates = self._index.get(model, allowed_pools)
+        candidates = self._index.get(model, allowed_pools, digest)
         try:
             return pick(candidates, key, self._settings.affinity_load_factor, exclude, self._random)
         except NoReadyWorker:
+            left_out = self._index.digests.mismatched(model) if digest else []
+            if left_out and not candidates.workers:
+                raise Unavailable(
+                    f"no worker serves the registered build of model {model!r} "
+                    f"({len(left_out)} serve another build and get no traffic); "
+                    "ask the operators",
+                    details=[retry_info(5.0)],
+                ) from None
             raise Unavailable(
                 f"no healthy worker serves model {model!r} in a pool cleared for this request; "
                 "retry later or ask the operators",
@@ -206,6 +222,7 @@ class Router:
             raise last.error from None  # no other worker left: the real cause
         tried.append(worker)
         outcome.worker_id = worker.name
+        outcome.model_digest = worker.model_digests.get(call.message.model, "")
         outcome.retries = len(tried) - 1
         rpc, messages, first = await self._open(call, worker)
         return worker, rpc, messages, first
@@ -246,7 +263,7 @@ class Router:
         model, pools = call.message.model, call.allowed_pools
 
         def select() -> WorkerState | None:
-            return self.pick(model, pools, key=key, exclude=tried)
+            return self.pick(model, pools, key=key, exclude=tried, digest=call.model_digest)
 
         started = time.monotonic()
         try:

@@ -448,11 +448,32 @@ class GetInfoResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ModelDigestsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WORKER_ID_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     POOL_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
     MAX_SLOTS_FIELD_NUMBER: _builtins.int
+    MODEL_DIGESTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """worker_id is stable for the life of the process."""
     pool: _builtins.str
@@ -465,6 +486,14 @@ class GetInfoResponse(_message.Message):
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """models served by this worker."""
 
+    @_builtins.property
+    def model_digests(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """model_digests maps each served model to the digest of what the worker loaded,
+        `sha256:<hex>` of the manifest of the model directory's files (for the simulator, of its
+        configuration). The gateway routes a model only to workers whose digest matches the model
+        register. Absent for a model the worker did not digest.
+        """
+
     def __init__(
         self,
         *,
@@ -473,10 +502,11 @@ class GetInfoResponse(_message.Message):
         pool: _builtins.str = ...,
         engine: _builtins.str = ...,
         max_slots: _builtins.int = ...,
+        model_digests: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "max_slots", b"max_slots", "models", b"models", "pool", b"pool", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "max_slots", b"max_slots", "model_digests", b"model_digests", "models", b"models", "pool", b"pool", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
