@@ -63,6 +63,7 @@ QUERY_COLUMNS = (
     "completion_tokens",
     "subject",
     "model_digest",
+    "interface",
 )
 
 
@@ -322,9 +323,12 @@ class SqlLedger(LedgerReads):
         ).fetchall()
         out = []
         for row in rows:
-            d = dict(zip(QUERY_COLUMNS[:-1], row[:-1], strict=True))
-            # Older records have no digest; it lives only in the hashed body.
-            d["model_digest"] = json.loads(row[-1]).get("model_digest", "")
+            d = dict(zip(QUERY_COLUMNS[:-2], row[:-1], strict=True))
+            # Digest and door live only in the hashed body; older records have no digest, and
+            # those written before the door was recorded came through gRPC.
+            body = json.loads(row[-1])
+            d["model_digest"] = body.get("model_digest", "")
+            d["interface"] = body.get("interface", "grpc")
             d["subject"] = d["subject"] if d["subject"] is not None else "(erased)"
             out.append(d)
         return out

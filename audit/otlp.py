@@ -51,6 +51,7 @@ _ATTRS: dict[str, str] = {
             "retry_count",
             "client_request_id",
             "model_digest",
+            "interface",
         ]
     },
 }

@@ -69,7 +69,7 @@ def _dev(args: argparse.Namespace) -> int:
     from common.eventloop import run_event_loop
     from gateway.process.dev import run_dev_stack
 
-    run_event_loop(run_dev_stack(args.port, args.data_dir))
+    run_event_loop(run_dev_stack(args.port, args.data_dir, http_port=args.http_port))
     return 0
 
 
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     dev = commands.add_parser("dev", help="run gateway + simulated worker on loopback")
     dev.add_argument("--port", type=int, default=50051)
+    dev.add_argument(
+        "--http-port", type=int, default=8080, help="OpenAI-compatible HTTP port (0: a free one)"
+    )
     dev.add_argument("--data-dir", type=Path, default=Path(".data"))
     dev.set_defaults(func=_dev)
     check_config = commands.add_parser("check-config", help="validate a settings file offline")

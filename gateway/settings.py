@@ -20,7 +20,7 @@ from common.telemetry import TelemetrySettings
 from gateway.auth.settings import AuthSettings
 from gateway.limits.settings import LimitsSettings
 from gateway.process.logging_setup import LoggingSettings
-from gateway.process.metrics_server import MetricsSettings
+from gateway.process.metrics_server import MetricsSettings, parse_listen
 from gateway.routing.settings import RoutingSettings
 from policy.settings import PolicySettings
 
@@ -28,6 +28,7 @@ _S = TypeVar("_S")
 
 ENVIRONMENT = {
     "LLMGW_LISTEN": "server.listen",
+    "LLMGW_HTTP_LISTEN": "http.listen",
     "LLMGW_WORKERS": "routing.workers (comma-separated host:port targets)",
     "LLMGW_DATA_DIR": "data_dir",
     "LLMGW_AUDIT_SOURCE": "audit.source (in Kubernetes the pod name, from the downward API)",
@@ -81,6 +82,28 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The OpenAI-compatible HTTP door: `listen` (`host:port`), off when absent.
+
+    It serves the same calls as the gRPC port, under the same `auth.mtls` (TLS with client
+    certificates) when that is configured.
+    """
+
+    listen: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: object, path: str = "http") -> HttpSettings:
+        d = section(data, path, ("listen",))
+        listen = optional_str(d, "listen", path)
+        if listen is not None:
+            try:
+                parse_listen(listen)
+            except ValueError as err:
+                raise SettingsError(f"{path}.listen: {err}") from None
+        return cls(listen)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """Everything a gateway process is configured with.
 
@@ -90,6 +113,7 @@ class GatewaySettings:
     """
 
     server: ServerSettings = field(default_factory=ServerSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     auth: AuthSettings | None = None
     policy: PolicySettings | None = None
@@ -121,6 +145,7 @@ class GatewaySettings:
         try:
             return cls(
                 server=ServerSettings.from_mapping(d.get("server"), f"{prefix}server"),
+                http=HttpSettings.from_mapping(sub("http"), f"{prefix}http"),
                 routing=RoutingSettings.from_mapping(d.get("routing"), f"{prefix}routing"),
                 auth=optional_section("auth", AuthSettings.from_mapping),
                 policy=optional_section("policy", PolicySettings.from_mapping),
@@ -140,7 +165,7 @@ class GatewaySettings:
 
 
 _SECTIONS = (
-    "server", "routing", "auth", "policy", "limits", "audit", "telemetry", "residency",
+    "server", "http", "routing", "auth", "policy", "limits", "audit", "telemetry", "residency",
     "metrics", "logging", "data_dir", "production",
 )  # fmt: skip
 
@@ -166,6 +191,8 @@ def load_settings(
     env = environ or {}
     if listen := env.get("LLMGW_LISTEN"):
         settings = replace(settings, server=replace(settings.server, listen=listen))
+    if http_listen := env.get("LLMGW_HTTP_LISTEN"):
+        settings = replace(settings, http=HttpSettings.from_mapping({"listen": http_listen}))
     if workers := env.get("LLMGW_WORKERS"):
         targets = tuple(w.strip() for w in workers.split(",") if w.strip())
         settings = replace(settings, routing=replace(settings.routing, workers=targets))

@@ -23,7 +23,16 @@ def dev_stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`llm-gateway dev` as a subprocess on a free port; yields (target, data dir)."""
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        [str(BIN / "llm-gateway"), "dev", "--port", "0", "--data-dir", str(data)],
+        [
+            str(BIN / "llm-gateway"),
+            "dev",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(data),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -22,8 +22,9 @@ from common.telemetry import check_otlp_egress, start_tracing
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
+from gateway.http.server import HttpServer, server_ssl_context, start_http_server
 from gateway.limits.factory import build_limiter
-from gateway.process.metrics_server import MetricsServer, start_metrics_server
+from gateway.process.metrics_server import MetricsServer, parse_listen, start_metrics_server
 from gateway.request.auditing import AuditTrail
 from gateway.request.decoding import add_guarded
 from gateway.request.pipeline import Pipeline
@@ -70,6 +71,7 @@ class GatewayHandle:
     verifier: JwtVerifier
     port: int
     metrics: MetricsServer | None = None
+    http: HttpServer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     serving: bool = False
 
@@ -90,9 +92,11 @@ class GatewayHandle:
         self.serving = False
         PROCESS_SERVING.set(0)
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(
-            grace if grace is not None else self.pipeline.settings.server.shutdown_grace_s
-        )
+        grace = grace if grace is not None else self.pipeline.settings.server.shutdown_grace_s
+        stopping = [self.server.stop(grace)]
+        if self.http is not None:
+            stopping.append(self.http.stop(grace))
+        await asyncio.gather(*stopping)
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -179,13 +183,8 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
             ("grpc.so_reuseport", int(settings.server.processes > 1)),
         ],
     )
-    server.add_generic_rpc_handlers(
-        (
-            build_call_stack(
-                InferenceServicer(pipeline), Authenticator(verifier, mtls=settings.auth.mtls)
-            ),
-        )
-    )
+    authenticator = Authenticator(verifier, mtls=settings.auth.mtls)
+    server.add_generic_rpc_handlers((build_call_stack(InferenceServicer(pipeline), authenticator),))
     health_servicer = health.aio.HealthServicer()
     # Open without a token: guarded too, so that junk bodies cannot flood the log.
     add_guarded(health_pb2_grpc.add_HealthServicer_to_server, health_servicer, server)
@@ -208,6 +207,21 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
     for name in ("", SERVICE_NAME, *COMPONENTS):
         await health_servicer.set(name, SERVING)
     handle = GatewayHandle(server, health_servicer, registry, pipeline, verifier, port)
+    if settings.http.listen is not None:
+        host, http_port = parse_listen(settings.http.listen)
+        try:
+            handle.http = await start_http_server(
+                host,
+                http_port,
+                pipeline,
+                authenticator,
+                ssl_context=server_ssl_context(settings.auth),
+                reuse_port=settings.server.processes > 1,
+            )
+        except BaseException:
+            await handle.stop(grace=0)
+            raise
+        log.info("OpenAI-compatible HTTP door on port %d", handle.http.port)
     handle.serving = True
     PROCESS_SERVING.set(1)
     if settings.policy.reload_interval_s > 0:

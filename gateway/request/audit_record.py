@@ -44,6 +44,7 @@ def build_record(
     trace_id: str,
     span_id: str,
     refusal: BaseException | None = None,
+    interface: str = "grpc",
 ) -> AuditRecord:
     """One record: pseudonymised subject, keyed hashes, text only when policy allows it."""
     answer = result.answer
@@ -81,6 +82,7 @@ def build_record(
         retry_count=result.retries,
         client_request_id=client_request_id,
         model_digest=result.model_digest,
+        interface=interface,
     )
 
 

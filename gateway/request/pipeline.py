@@ -270,6 +270,7 @@ class Exchange:
             trace_id=self.trace.trace_id,
             span_id=self.trace.span_id,
             refusal=exc,
+            interface=self._call.interface,
         )
         policy = self._pipeline.policy.current()
         access_log.record(

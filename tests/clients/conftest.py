@@ -41,7 +41,16 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     home = tmp_path_factory.mktemp("dev-stack")
     data = home / "data"
     proc = subprocess.Popen(
-        [str(BIN / "llm-gateway"), "dev", "--port", "0", "--data-dir", str(data)],
+        [
+            str(BIN / "llm-gateway"),
+            "dev",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(data),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
