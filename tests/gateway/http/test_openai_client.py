@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from audit.record import AuditRecord, Outcome
 from gateway.process.server import GatewayHandle
 from tests.gateway.http.httpkit import MODEL, OTHER_MODEL, new_records
 
 Client = Callable[[str], openai.AsyncOpenAI]
-CHAT = [{"role": "user", "content": "Summarise the ward round"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Summarise the ward round"}]
 
 
 async def one_record(gateway: GatewayHandle, seen: set[str]) -> AuditRecord:
