@@ -52,6 +52,8 @@ _ATTRS: dict[str, str] = {
             "client_request_id",
             "model_digest",
             "interface",
+            "peer",
+            "repeats",
         ]
     },
 }

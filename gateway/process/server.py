@@ -103,6 +103,7 @@ class GatewayHandle:
                 await task
         await self.registry.close()
         await self.pipeline.limiter.close()
+        await self.pipeline.anonymous.flush(self.pipeline.audit, everything=True)
         await self.pipeline.audit.close()
         await self.verifier.close()
         self.pipeline.tracing.shutdown()
@@ -229,6 +230,7 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
             asyncio.create_task(policy.run_reloader(settings.policy.reload_interval_s))
         )
     handle.tasks.append(asyncio.create_task(_report_component_health(handle)))
+    handle.tasks.append(asyncio.create_task(pipeline.anonymous.run(pipeline.audit)))
     if settings.metrics is not None and settings.metrics.listen:
         handle.metrics = start_metrics_server(settings.metrics.listen, ready=lambda: handle.serving)
     log.info("gateway listening on port %d (policy %s)", port, policy.current().version[:12])

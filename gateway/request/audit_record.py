@@ -45,6 +45,7 @@ def build_record(
     span_id: str,
     refusal: BaseException | None = None,
     interface: str = "grpc",
+    peer: str = "",
 ) -> AuditRecord:
     """One record: pseudonymised subject, keyed hashes, text only when policy allows it."""
     answer = result.answer
@@ -83,6 +84,7 @@ def build_record(
         client_request_id=client_request_id,
         model_digest=result.model_digest,
         interface=interface,
+        peer=peer,
     )
 
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from llmgateway.worker.v1 import worker_pb2 as wpb
@@ -26,7 +26,8 @@ from gateway.auth.principal import Principal
 from gateway.limits.base import Completion, RateLimiter
 from gateway.request import access_log, metrics
 from gateway.request.admission import Admitted, Gate
-from gateway.request.audit_record import build_record, outcome_of
+from gateway.request.anonymous import AnonymousRefusals, peer_host
+from gateway.request.audit_record import build_record, outcome_of, refusal_reasons
 from gateway.request.auditing import AuditTrail
 from gateway.request.call import CallContext
 from gateway.request.domain import (
@@ -64,6 +65,7 @@ class Pipeline:
     limiter: RateLimiter
     audit: AuditTrail
     tracing: Tracing
+    anonymous: AnonymousRefusals = field(default_factory=AnonymousRefusals)
 
     @property
     def gate(self) -> Gate:
@@ -109,12 +111,24 @@ class Exchange:
         outcome, status = outcome_of(exc, deadline_passed=remaining is not None and remaining <= 0)
         if outcome is Outcome.CANCELLED and result.finish_reason is None:
             result.finish_reason = FinishReason.CANCELLED
+        if self._aggregated(exc, status):
+            return  # counted into the window's aggregate record of its kind
         # Accounting and audit must finish even when the caller has gone away.
         recorded = await asyncio.shield(self._account_and_audit(outcome, status, exc))
         if not recorded and exc is None and (self.decision is None or self.decision.audit_required):
             # The spool filled up while this request ran: a department that must be audited
             # does not get an unaudited success.
             raise spool_full()
+
+    def _aggregated(self, exc: BaseException | None, status: str) -> bool:
+        """Whether this authentication refusal only counts towards an aggregate record."""
+        refusal = self._call.refusal
+        if exc is None or exc is not refusal or refusal is None:
+            return False
+        reason = refusal_reasons(refusal)
+        return not self._pipeline.anonymous.first(
+            self._call.peer, reason[0] if reason else status, status, self._call.interface
+        )
 
     def finish(self) -> GenerationResult:
         """The result with its final timings and routing facts (idempotent)."""
@@ -271,6 +285,7 @@ class Exchange:
             span_id=self.trace.span_id,
             refusal=exc,
             interface=self._call.interface,
+            peer=peer_host(self._call.peer) if self.principal is None else "",
         )
         policy = self._pipeline.policy.current()
         access_log.record(
