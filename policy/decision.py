@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from policy.definitions import AuditContent
 from policy.limits import DepartmentLimits
-from policy.model import AuditContent
 
 DenialKind = Literal["permission_denied", "invalid_argument"]
 

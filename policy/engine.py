@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from policy.decision import Decision, Denial, PolicyRequest, Subject
+from policy.definitions import DepartmentPolicy, OnExcess
 from policy.limits import DepartmentLimits
-from policy.model import DepartmentPolicy, OnExcess
 from policy.policyset import PolicySet
 from policy.register import ModelStatus
 

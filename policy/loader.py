@@ -10,8 +10,8 @@ from pathlib import Path
 from yaml.nodes import MappingNode, Node
 
 from common import yamlsafe
+from policy.definitions import Catalog, DepartmentPolicy
 from policy.issues import Issue, PolicyError
-from policy.model import Catalog, DepartmentPolicy
 from policy.parse_defaults import parse_defaults
 from policy.parse_department import check_department_defaults, parse_department
 from policy.parse_register import MODELS_FILE, PURPOSES_FILE, parse_models, parse_purposes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from yaml.nodes import Node, ScalarNode
 
-from policy.model import (
+from policy.definitions import (
     AuditContent,
     AuditRules,
     Catalog,

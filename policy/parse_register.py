@@ -8,7 +8,7 @@ from datetime import date
 
 from yaml.nodes import Node, ScalarNode
 
-from policy.model import Catalog
+from policy.definitions import Catalog
 from policy.parse_defaults import check_version
 from policy.register import (
     AI_ACT_CATEGORIES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from policy.model import Catalog, DepartmentPolicy
+from policy.definitions import Catalog, DepartmentPolicy
 from policy.register import Register
 
 

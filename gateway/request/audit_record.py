@@ -11,7 +11,7 @@ from gateway.request.auditing import AuditKeys
 from gateway.request.domain import GenerationResult
 from gateway.request.errors import GatewayError
 from policy.decision import Decision
-from policy.model import AuditContent
+from policy.definitions import AuditContent
 
 
 def outcome_of(exc: BaseException | None, deadline_passed: bool) -> tuple[Outcome, str]:

@@ -15,13 +15,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from llmgateway.worker.v1 import worker_pb2 as wpb
 from prometheus_client import Counter
 
 from audit.record import Outcome
 from audit.spool import SpoolFull
 from common.telemetry import Tracing, content_capture_allowed
-from common.worker_wire import FINISH_FROM_PROTO, ROLE_VALUES
 from gateway.auth.principal import Principal
 from gateway.limits.base import Completion, RateLimiter
 from gateway.request import access_log, metrics
@@ -39,10 +37,11 @@ from gateway.request.domain import (
 )
 from gateway.request.errors import DeadlineExceeded, spool_full
 from gateway.request.request_trace import RequestTrace
+from gateway.request.worker_convert import finish_reason, worker_request
 from gateway.routing.router import ModelStatus, RouteOutcome, Router, WorkerCall
 from gateway.settings import GatewaySettings
 from policy.decision import Decision
-from policy.model import AuditContent
+from policy.definitions import AuditContent
 from policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ class Exchange:
         admitted = self.admitted
         assert admitted is not None, "admit() first"
         call = WorkerCall(
-            message=_worker_message(self.result.request_id, self.result.model, admitted),
+            message=worker_request(self.result.request_id, self.result.model, admitted),
             allowed_pools=admitted.allowed_pools,
             deadline=self._deadline(),
             metadata=self.trace.metadata(),
@@ -193,7 +192,7 @@ class Exchange:
                     result.answer.add(message.text)
                     yield StreamChunk(message.text, message.token_count)
                 if message.finish_reason:
-                    result.finish_reason = FINISH_FROM_PROTO[message.finish_reason]
+                    result.finish_reason = finish_reason(message.finish_reason)
                     result.completion_tokens = message.completion_tokens or result.completion_tokens
             span.set_attribute("llmgateway.worker", self.route.worker_id)
 
@@ -307,30 +306,3 @@ class Exchange:
             log.error("audit spool full: record of request %s not written", result.request_id)
             return False
         return True
-
-
-def _worker_message(request_id: str, model: str, admitted: Admitted) -> wpb.GenerateRequest:
-    request = admitted.request
-    sampling = wpb.SamplingParams(
-        max_tokens=admitted.max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        top_k=request.top_k,
-        stop=request.stop,
-        seed=request.seed,
-    )
-    message = wpb.GenerateRequest(
-        request_id=request_id,
-        model=model,
-        sampling=sampling,
-        cache_salt=admitted.cache_salt,
-        priority=admitted.priority,
-    )
-    if request.prompt is not None:
-        message.prompt = admitted.texts[0]
-    else:
-        message.chat.messages.extend(
-            wpb.ChatMessage(role=ROLE_VALUES[m.role], content=text)
-            for m, text in zip(request.messages, admitted.texts, strict=True)
-        )
-    return message
