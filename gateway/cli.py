@@ -52,7 +52,10 @@ def _check_config(args: argparse.Namespace) -> int:
         check_production(settings)
         if args.resolve:
             check_egress(settings, EgressGuard(settings.residency))
-    except (SettingsError, ResidencyViolation) as exc:
+    except SettingsError as exc:  # names the file already
+        print(exc, file=sys.stderr)
+        return 1
+    except ResidencyViolation as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 1
     print(f"{args.config}: OK" + ("" if args.resolve else " (egress not resolved: --resolve)"))

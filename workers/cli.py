@@ -15,6 +15,7 @@ from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
 from common.egress import EgressGuard, ResidencySettings, ResidencyViolation
 from common.eventloop import run_event_loop
+from common.settings import read
 from common.telemetry import TelemetrySettings, start_tracing
 from common.worker_registry import DEFAULT_PREFIX, Advert, redis_client
 from workers.engine import Engine
@@ -71,7 +72,7 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.register_redis and not args.advertise:
         raise ValueError("--register-redis needs --advertise HOST:PORT (how gateways reach it)")
     guard = EgressGuard(
-        ResidencySettings.from_mapping({"allowed_networks": args.allow_network or []})
+        read(ResidencySettings, {"allowed_networks": args.allow_network or []}, "residency")
     )
     if args.register_redis:
         guard.check(
@@ -80,14 +81,16 @@ async def _serve(args: argparse.Namespace) -> None:
             tls=args.register_redis.startswith("rediss://"),
         )
     tracing = start_tracing(
-        TelemetrySettings.from_mapping(
+        read(
+            TelemetrySettings,
             {
                 "enabled": args.otlp_endpoint is not None,
                 "service_name": "llm-worker",
                 "otlp_endpoint": args.otlp_endpoint,
                 "insecure": args.otlp_insecure,
                 "sample_ratio": args.trace_sample_ratio,
-            }
+            },
+            "telemetry",
         ),
         guard,
     )

@@ -8,9 +8,9 @@ import logging
 import re
 import sys
 from dataclasses import dataclass
-from typing import IO, Self
+from typing import IO, Literal
 
-from common.settings import SettingsError, section, typed
+from common.settings import SettingsError, setting
 
 # Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
 # (`exc_text` would match the content pattern, so the standard names are never filtered.)
@@ -25,32 +25,29 @@ CONTENT_FIELD = re.compile(r"prompt|text|content|completion|answer|messages", re
 SAFE_SUFFIX = re.compile(r"_(tokens|count|chars|length|len|bytes|hash|sha256|hmac)$", re.IGNORECASE)
 DROPPED_FIELDS_KEY = "dropped_fields"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SETTINGS_KEYS = ("level", "format", "capture_content")
+
+
+def _level(value: object, key: str) -> str:
+    if not isinstance(value, str) or value.upper() not in _LEVELS:
+        raise SettingsError(f"{key}: expected one of {list(_LEVELS)}")
+    return value.upper()
 
 
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
-    """Log level, `json` (one object per line) or `text`, and whether content fields may pass.
+    """Log level, `json` (one object per line) or `text`, and whether content fields may pass."""
 
-    `capture_content` only disables the safety filter; it is meant for a developer's machine,
-    never for a deployment holding real prompts.
-    """
-
-    level: str = "INFO"
-    format: str = "json"
-    capture_content: bool = False
-
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "logging") -> Self:
-        """Build from a parsed settings mapping; errors name the full key path."""
-        d = section(data, path, _SETTINGS_KEYS)
-        level = typed(d, "level", path, str, "INFO").upper()
-        if level not in _LEVELS:
-            raise SettingsError(f"{path}.level: expected one of {list(_LEVELS)}")
-        fmt = typed(d, "format", path, str, "json")
-        if fmt not in ("json", "text"):
-            raise SettingsError(f"{path}.format: expected 'json' or 'text'")
-        return cls(level, fmt, typed(d, "capture_content", path, bool, False))
+    level: str = setting(
+        "INFO", doc="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)", parse=_level
+    )
+    format: Literal["json", "text"] = setting(
+        "json", doc="json: one object per line; text: human-readable", expect="'json' or 'text'"
+    )
+    capture_content: bool = setting(
+        False,
+        doc="let prompt/answer fields through the log filter: a developer's machine only, "
+        "never a deployment holding real prompts",
+    )
 
 
 class ContentFieldFilter(logging.Filter):

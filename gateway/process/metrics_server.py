@@ -5,40 +5,37 @@ from __future__ import annotations
 import ipaddress
 import threading
 from dataclasses import dataclass
-from typing import Self
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
-from common.settings import SettingsError, section
+from common.settings import SettingsError, setting
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 
 
+def _listen(value: str | None, key: str) -> None:
+    if value is not None:
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            raise SettingsError(f"{key}: {err}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
-    """Where the metrics endpoint listens (`host:port`, `[v6]:port`); None disables it.
+    """The metrics endpoint (the section present enables it).
 
     The default is loopback: metrics name departments and models, so exposing them beyond the
     host (`0.0.0.0:9464` for a Prometheus scraping the pod) is an explicit choice.
     """
 
-    listen: str | None = DEFAULT_LISTEN
-
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "metrics") -> Self:
-        """Build from a parsed settings mapping; errors name the full key path."""
-        d = section(data, path, ("listen",))
-        listen = d.get("listen", DEFAULT_LISTEN)
-        if listen is None:
-            return cls(None)
-        if not isinstance(listen, str):
-            raise SettingsError(f"{path}.listen: expected a string such as 127.0.0.1:9464, or null")
-        try:
-            parse_listen(listen)
-        except ValueError as err:
-            raise SettingsError(f"{path}.listen: {err}") from None
-        return cls(listen)
+    listen: str | None = setting(
+        DEFAULT_LISTEN,
+        doc="HOST:PORT (IP address) of /metrics, /healthz and /readyz; null disables it",
+        expect="a string such as 127.0.0.1:9464, or null",
+        check=_listen,
+    )
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

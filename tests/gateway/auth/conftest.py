@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health, health_pb2_grpc
 from llmgateway.v1 import gateway_pb2_grpc
 
+from common.settings import read
 from gateway.auth.interceptor import AuthInterceptor
 from gateway.auth.settings import AuthSettings
 from gateway.auth.verifier import JwtVerifier
@@ -62,7 +63,7 @@ def jwks_file_settings(
             "max_lifetime_s": 3600,
         }
         data.update(overrides)
-        return AuthSettings.from_mapping(data)
+        return read(AuthSettings, data, "auth")
 
     return make
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from common.settings import read
 from gateway.limits import LimitsSettings, MemoryLimiter, RateLimiter, RedisLimiter
 from tests.support.redis_server import RedisServer
 
@@ -50,7 +51,7 @@ def redis_settings(server: RedisServer, **overrides: object) -> LimitsSettings:
         "reservation_ttl_s": RESERVATION_TTL_S,
     }
     values.update(overrides)
-    return LimitsSettings.from_mapping(values)
+    return read(LimitsSettings, values, "limits")
 
 
 @pytest.fixture(params=["memory", "redis"])
