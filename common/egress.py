@@ -8,7 +8,6 @@ import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Self
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter

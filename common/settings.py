@@ -107,20 +107,61 @@ def read(cls: type[T], data: object, path: str = "") -> T:
     return result
 
 
-def load_file(cls: type[T], file: Path, path: str = "") -> T:
-    """Read `cls` from a YAML file; every error starts with the file's name."""
+def parse_file(file: Path) -> object:
+    """The parsed YAML document in `file`; errors name the file."""
     import yaml  # here, not at import: a worker without --config never loads YAML
 
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SettingsError(f"{file}: cannot read settings file: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise SettingsError(f"{file}: not valid YAML: {exc}") from exc
+
+
+def load_file(cls: type[T], file: Path, path: str = "") -> T:
+    """Read `cls` from a YAML file; every error starts with the file's name."""
+    data = parse_file(file)
     try:
         return read(cls, data, path)
     except SettingsError as exc:
         raise SettingsError(f"{file}: {exc}") from None
+
+
+def load(cls: type[T], file: Path | None, overrides: Mapping[str, object] | None = None) -> T:
+    """`cls` from the YAML `file` (if any), with `overrides` applied over it before reading.
+
+    `overrides` maps dotted keys (`tls.cert_file`) to values, None meaning "not given": command-
+    line flags, so that they are checked exactly as the file is. Errors name the file.
+    """
+    data = {} if file is None else parse_file(file)
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"{file}: expected a mapping, got {type(data).__name__}")
+    data = _merged(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return read(cls, data)
+    except SettingsError as exc:
+        raise SettingsError(f"{file}: {exc}" if file else str(exc)) from None
+
+
+def _merged(data: Mapping[Any, object], overrides: Mapping[str, object]) -> dict[Any, object]:
+    merged = dict(data)
+    nested: dict[str, dict[str, object]] = {}
+    for key, value in overrides.items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            merged[head] = value
+    for head, inner in nested.items():
+        section = merged.get(head)
+        if section is None:
+            section = {}
+        if isinstance(section, Mapping):  # otherwise reading reports the section's type
+            merged[head] = _merged(section, inner)
+    return merged
 
 
 def describe(declared: dataclasses.Field[Any], hint: Any) -> str:

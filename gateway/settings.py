@@ -68,9 +68,7 @@ class GatewaySettings:
         None, doc="ship audit records to the audit store; without it they stay in the spool"
     )
     telemetry: TelemetrySettings = setting(factory=TelemetrySettings, doc="tracing")
-    residency: ResidencySettings = setting(
-        factory=ResidencySettings, doc="where data may be sent"
-    )
+    residency: ResidencySettings = setting(factory=ResidencySettings, doc="where data may be sent")
     metrics: MetricsSettings | None = setting(
         None, doc="the Prometheus endpoint; absent: no endpoint"
     )

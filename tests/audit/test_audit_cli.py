@@ -121,7 +121,9 @@ def test_missing_ledger_file_is_an_error(
 
 
 def test_settings_reject_unknown_keys_and_wrong_types() -> None:
-    with pytest.raises(ValueError, match=r"audit\.store: unknown key\(s\) lisen; allowed: keys_dir, listen,"):
+    with pytest.raises(
+        ValueError, match=r"audit\.store: unknown key\(s\) lisen; allowed: keys_dir, listen,"
+    ):
         read(AuditStoreSettings, {"keys_dir": "k", "db_path": "x", "lisen": "a"}, "audit.store")
     with pytest.raises(ValueError, match=r"audit\.store\.listen: expected a string"):
         read(AuditStoreSettings, {"keys_dir": "k", "db_path": "x", "listen": 5}, "audit.store")
@@ -139,3 +141,33 @@ def test_settings_reject_unknown_keys_and_wrong_types() -> None:
         "audit.spool",
     )
     assert ok.flush_timeout_s == 2.0
+
+
+def test_check_config_names_the_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "audit.yaml"
+    config.write_text("keys_dir: keys\ndb_path: ledger.db\ncheckpoint_interval_s: 30\n")
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"{config}: OK (SQLite ledger.db ledger")
+    config.write_text("keys_dir: keys\ndb_path: ledger.db\ncheckpoint_interval: 30\n")
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: settings: unknown key(s) checkpoint_interval; allowed: keys_dir," in err
+    assert "Traceback" not in err
+
+
+def test_serve_flags_override_the_file(tmp_path: Path) -> None:
+    from audit.cli import _parser, store_settings
+
+    config = tmp_path / "audit.yaml"
+    config.write_text("keys_dir: keys\ndb_path: ledger.db\nlisten: 127.0.0.1:4317\n")
+    args = _parser().parse_args(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+    settings = store_settings(args)
+    assert (settings.listen, settings.db_path, settings.keys_dir) == (
+        "127.0.0.1:0",
+        "ledger.db",
+        "keys",
+    )
+    flags_only = _parser().parse_args(["serve", "--db", "l.db", "--keys-dir", "k"])
+    assert store_settings(flags_only) == AuditStoreSettings(keys_dir="k", db_path="l.db")
