@@ -6,7 +6,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint protos install clean check-prereqs lock k8s-config
+.PHONY: dev test lint protos install clean check-prereqs lock k8s-config docs
 
 # Pinned versions with hashes (requirements/dev.lock), then the project itself without resolving.
 $(STAMP): pyproject.toml requirements/dev.lock
@@ -28,6 +28,10 @@ dev: $(STAMP)
 ## Regenerate the Python modules from protos/ (checked in; tests fail when they are stale).
 protos: $(STAMP)
 	$(BIN)/python protos/generate.py
+
+## Regenerate docs/configuration.md from the settings declarations (a test fails when stale).
+docs: $(STAMP)
+	$(BIN)/python -m common.settings_doc > docs/configuration.md
 
 lint: $(STAMP) $(BUF)
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""`python -m common.settings_doc > docs/configuration.md`: every settings key, from the declarations.
+"""`python -m common.settings_doc > docs/configuration.md`: every settings key, from the code.
 
 The settings classes are named by import path, so this neutral package depends on none of them.
 """
@@ -21,7 +21,6 @@ FILES = (
      "--config FILE`", "workers.settings:WorkerSettings"),
     ("Audit store", "`llm-audit serve --config FILE` (flags override), `llm-audit check-config "
      "--config FILE`", "audit.settings:AuditStoreSettings"),
-    ("Load-test scenario", "`python -m load_tests.run SCENARIO`", "load_tests.scenario:Scenario"),
 )  # fmt: skip
 
 HEADER = """# Configuration
