@@ -1,4 +1,4 @@
-"""PolicySettings.from_mapping: accepted values and errors naming the key path."""
+"""Reading PolicySettings: accepted values and errors naming the key path."""
 
 from __future__ import annotations
 

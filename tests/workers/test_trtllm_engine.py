@@ -436,7 +436,7 @@ async def test_the_double_llm_rejects_unknown_arguments(trtllm: ModuleType) -> N
         trtllm.LLM(model="m", max_batch=4)
 
 
-def test_options_from_mapping_name_the_full_key_path() -> None:
+def test_options_read_from_a_mapping_name_the_full_key_path() -> None:
     options = read(
         TrtLlmOptions,
         {"model_path": "/models/x", "max_batch_size": 16, "kv_cache_free_gpu_memory_fraction": 0.8},

@@ -1,4 +1,4 @@
-"""AuthSettings.from_mapping: every mistake is refused at load and names its full key path."""
+"""Reading AuthSettings: every mistake is refused at load and names its full key path."""
 
 from __future__ import annotations
 
