@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audit.chain import ChainHead
+from audit.keyfile import check_private
 
 PRIVATE_KEY_FILE = "checkpoint_ed25519.pem"
 PUBLIC_KEY_FILE = "checkpoint_ed25519.pub.pem"
@@ -103,8 +104,7 @@ def load_or_create_signing_key(keys_dir: str | os.PathLike[str]) -> Ed25519Priva
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-    if os.stat(path).st_mode & 0o077:
-        raise PermissionError(f"{path}: signing key is readable by others; run `chmod 600 {path}`")
+    check_private(path)  # mounted secrets: 0440 with the pod's fsGroup is fine
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key; move it away to generate a new one")

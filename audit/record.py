@@ -66,6 +66,11 @@ class AuditRecord:
     timings: Timings = Timings()
     retry_count: int = 0
     client_request_id: str = ""
+    # `sha256:...` of the build that answered (the worker's advertised weights digest); empty
+    # when no worker was reached or the worker advertised none.
+    model_digest: str = ""
+    # The door the request came through: "grpc" or "openai-http".
+    interface: str = "grpc"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (enums as values, tuples as lists)."""

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.settings import Invalid, positive, setting
+from common.settings import Invalid, SettingsError, positive, setting
 
 _POSITIVE_INT = "a positive integer"
 _SECONDS = "a positive number of seconds"
+DEFAULT_ANONYMOUS_SHARE = 0.1
+
+
+def _seconds(value: float, key: str) -> None:
+    if not value > 0:
+        raise SettingsError(f"{key}: expected {_SECONDS}, got {value!r}")
+
+
+def _share_of_quota(value: float, key: str) -> None:
+    if not 0 < value <= 1:
+        raise SettingsError(f"{key}: expected a share of the quota in (0, 1], got {value!r}")
+
+
+def _fraction(value: float, key: str) -> None:
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{key}: expected a number between 0 and 1, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +42,7 @@ class AuditStoreSettings:
     db_path: str | None = setting(None, doc="SQLite ledger file")
     postgres_dsn: str | None = setting(None, doc="PostgreSQL connection string of the ledger")
     checkpoint_interval_s: float = setting(
-        60.0, doc="how often changed chain heads are signed", expect=_SECONDS, check=positive
+        60.0, doc="how often changed chain heads are signed", expect=_SECONDS, check=_seconds
     )
     tls_cert_file: str | None = setting(None, doc="serve TLS with this certificate (PEM)")
     tls_key_file: str | None = setting(None, doc="the private key of tls_cert_file (PEM)")
@@ -44,7 +60,10 @@ class AuditSpoolSettings:
     """A gateway replica's audit spool and its shipper to the store (the `audit` section).
 
     Without the `tls_*` keys the connection to the store is plaintext, which the residency guard
-    allows only for loopback or explicitly allowed hosts.
+    allows only for loopback or explicitly allowed hosts. The health service turns SERVING again
+    when the store answers and the spool drains. `pseudonym_key_file` is shared so that a person
+    has one pseudonym everywhere; the content-hash key is derived from it (HKDF-SHA256); without
+    it a development gateway generates one under its data dir.
     """
 
     spool_path: str = setting(
@@ -65,11 +84,34 @@ class AuditSpoolSettings:
     )
     batch_size: int = setting(256, doc="records per export", expect=_POSITIVE_INT, check=positive)
     flush_timeout_s: float = setting(
-        5.0, doc="how long closing keeps shipping", expect=_SECONDS, check=positive
+        5.0, doc="how long closing keeps shipping", expect=_SECONDS, check=_seconds
+    )
+    unhealthy_after_s: float = setting(
+        60.0,
+        doc="the audit health service turns NOT_SERVING once shipping has failed this long",
+        expect=_SECONDS,
+        check=_seconds,
+    )
+    unhealthy_spool_share: float = setting(
+        0.5,
+        doc="the health service also turns NOT_SERVING once undelivered bytes pass this share",
+        expect="a share of the quota in (0, 1]",
+        check=_share_of_quota,
+    )
+    anonymous_share: float = setting(
+        DEFAULT_ANONYMOUS_SHARE,
+        doc="the part of quota_bytes (0 to 1) that records of unauthenticated calls may hold",
+        expect="a number between 0 and 1",
+        check=_fraction,
     )
     tls_ca_file: str | None = setting(None, doc="ship over TLS, trusting this CA (PEM)")
     tls_cert_file: str | None = setting(None, doc="client certificate for mutual TLS (PEM)")
     tls_key_file: str | None = setting(None, doc="the private key of tls_cert_file (PEM)")
     tls_server_name: str | None = setting(
         None, doc="the name the store's certificate carries, when not the target's host"
+    )
+    pseudonym_key_file: str | None = setting(
+        None,
+        doc="the deployment's one audit secret (>= 32 random bytes), shared by every replica; "
+        "required when production is true",
     )

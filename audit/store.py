@@ -15,7 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from prometheus_client import Counter
 
+from audit.chain import ChainHead
 from audit.checkpoint import Checkpoint, load_or_create_signing_key, sign_checkpoint
+from audit.coarsen import coarsen_checkpoints
 from audit.ledger import AppendResult, Ledger
 from audit.otlp import audit_spans, decode_all
 from audit.record import AuditRecord
@@ -30,6 +32,10 @@ STORE_FOREIGN_SPANS = Counter(
     "llmgw_audit_store_foreign_spans_total", "Spans not of scope llmgateway.audit (ignored)"
 )
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+# Unchanged heads are signed again after this long, so that `verify`'s freshness check (a day by
+# default) holds on an idle ledger; changed heads are signed at every checkpoint interval.
+RESIGN_IDLE_NS = 3600 * 1_000_000_000
+COARSEN_EVERY_NS = 3600 * 1_000_000_000
 
 
 def open_ledger(db_path: str | None, postgres_dsn: str | None) -> Ledger:
@@ -52,7 +58,9 @@ class LedgerGate:
         self.ledger = ledger
         self._key = key
         self._lock = asyncio.Lock()
-        self._signed: dict[str, object] | None = None
+        self._signed: dict[str, ChainHead] | None = None
+        self._signed_ns = 0
+        self._coarsened_ns = 0
 
     async def append(self, records: list[AuditRecord]) -> AppendResult:
         async with self._lock:
@@ -65,11 +73,21 @@ class LedgerGate:
 
     def _checkpoint_sync(self) -> Checkpoint | None:
         heads = self.ledger.heads()
-        if not heads or heads == self._signed:
+        now = time.time_ns()
+        if self._signed is None:  # after a restart: what the last run signed, if anything
+            last = self.ledger.newest_checkpoint()
+            self._signed = last.heads() if last is not None else {}
+            self._signed_ns = last.created_ns if last is not None else 0
+        if not heads or (heads == self._signed and now - self._signed_ns < RESIGN_IDLE_NS):
             return None
-        cp = sign_checkpoint(self._key, heads, time.time_ns())
+        cp = sign_checkpoint(self._key, heads, now)
         self.ledger.add_checkpoint(cp)
-        self._signed = dict(heads)
+        self._signed, self._signed_ns = dict(heads), now
+        if now - self._coarsened_ns >= COARSEN_EVERY_NS:
+            self._coarsened_ns = now
+            dropped = coarsen_checkpoints(self.ledger, now)
+            if dropped:
+                log.info("coarsened %d old audit checkpoint(s)", dropped)
         return cp
 
 

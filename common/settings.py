@@ -109,14 +109,17 @@ def read(cls: type[T], data: object, path: str = "") -> T:
 
 def parse_file(file: Path) -> object:
     """The parsed YAML document in `file`; errors name the file."""
-    import yaml  # here, not at import: a worker without --config never loads YAML
+    from common import yamlsafe  # here, not at import: a worker without --config loads no YAML
 
     try:
-        return yaml.safe_load(file.read_text(encoding="utf-8"))
+        return yamlsafe.load(file.read_text(encoding="utf-8"), str(file))
     except OSError as exc:
         raise SettingsError(f"{file}: cannot read settings file: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{file}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError:
+        raise SettingsError(f"{file}: not valid UTF-8; save it as UTF-8") from None
+    except yamlsafe.YamlProblem as problem:
+        where = f"{file}:{problem.line}" if problem.line else str(file)
+        raise SettingsError(f"{where}: {problem.message}") from None
 
 
 def load_file(cls: type[T], file: Path, path: str = "") -> T:

@@ -27,22 +27,13 @@ from common.settings import Invalid, SettingsError, setting
 
 # OpenTelemetry GenAI semantic conventions (attribute names as of semconv 1.37).
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
-GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
-GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
-GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
-GEN_AI_REQUEST_TOP_K = "gen_ai.request.top_k"
-GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
-GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
 GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
 GEN_AI_RESPONSE_ID = "gen_ai.response.id"
-GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
-GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
-GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
 # Content attributes: set only through `record_content`, which checks the department's policy.
 GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
@@ -224,6 +215,22 @@ def setup_tracing(
             )
         )
     return provider
+
+
+def check_otlp_egress(settings: TelemetrySettings, guard: EgressGuard) -> tuple[str, bool] | None:
+    """Check the OTLP endpoint (when tracing is on) against the residency guard.
+
+    Returns (target, plaintext), or None when no endpoint is used. It is the one check that
+    `serve` and `check-config --resolve` both run (raises `ResidencyViolation`).
+    """
+    if not settings.enabled or settings.otlp_endpoint is None:
+        return None
+    try:
+        target, plaintext = _endpoint_parts(settings.otlp_endpoint, settings.insecure)
+    except Invalid as problem:
+        raise problem.under("telemetry") from None
+    guard.check(target, what="OTLP trace endpoint", tls=not plaintext)
+    return target, plaintext
 
 
 def _otlp_exporter(settings: TelemetrySettings, endpoint: str, guard: EgressGuard) -> SpanExporter:

@@ -13,19 +13,21 @@ from pathlib import Path
 
 from audit.settings import AuditSpoolSettings
 from common.egress import ResidencySettings
-from common.settings import load_file, positive, read, setting
+from common.settings import SettingsError, load_file, positive, read, setting
 from common.telemetry import TelemetrySettings
 from gateway.auth.settings import AuthSettings
 from gateway.limits.settings import LimitsSettings
 from gateway.process.logging_setup import LoggingSettings
-from gateway.process.metrics_server import MetricsSettings
+from gateway.process.metrics_server import MetricsSettings, ip_listen
 from gateway.routing.settings import RoutingSettings
 from policy.settings import PolicySettings
 
 ENVIRONMENT = {
     "LLMGW_LISTEN": "server.listen",
+    "LLMGW_HTTP_LISTEN": "http.listen",
     "LLMGW_WORKERS": "routing.workers (comma-separated host:port targets)",
     "LLMGW_DATA_DIR": "data_dir",
+    "LLMGW_AUDIT_SOURCE": "audit.source (in Kubernetes the pod name, from the downward API)",
 }
 
 
@@ -51,6 +53,21 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The OpenAI-compatible HTTP door: `listen` (`host:port`), off when absent.
+
+    It serves the same calls as the gRPC port, under the same `auth.mtls` (TLS with client
+    certificates) when that is configured.
+    """
+
+    listen: str | None = setting(
+        None,
+        doc="HOST:PORT (IP address) of the OpenAI-compatible HTTP door; null: no HTTP door",
+        check=ip_listen,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """Everything a gateway process is configured with (`llm-gateway serve --config FILE`).
 
@@ -60,6 +77,9 @@ class GatewaySettings:
     """
 
     server: ServerSettings = setting(factory=ServerSettings, doc="the public listener")
+    http: HttpSettings = setting(
+        factory=HttpSettings, doc="the OpenAI-compatible HTTP door; off unless http.listen is set"
+    )
     routing: RoutingSettings = setting(factory=RoutingSettings, doc="finding workers")
     auth: AuthSettings | None = setting(None, doc="who callers are (required to serve)")
     policy: PolicySettings | None = setting(None, doc="who may do what (required to serve)")
@@ -88,9 +108,15 @@ def load_settings(
     env = environ or {}
     if listen := env.get("LLMGW_LISTEN"):
         settings = replace(settings, server=replace(settings.server, listen=listen))
+    if http_listen := env.get("LLMGW_HTTP_LISTEN"):
+        settings = replace(settings, http=read(HttpSettings, {"listen": http_listen}, "http"))
     if workers := env.get("LLMGW_WORKERS"):
         targets = tuple(w.strip() for w in workers.split(",") if w.strip())
         settings = replace(settings, routing=replace(settings.routing, workers=targets))
     if data_dir := env.get("LLMGW_DATA_DIR"):
         settings = replace(settings, data_dir=Path(data_dir))
+    if source := env.get("LLMGW_AUDIT_SOURCE"):
+        if settings.audit is None:
+            raise SettingsError("LLMGW_AUDIT_SOURCE is set but the settings have no audit section")
+        settings = replace(settings, audit=replace(settings.audit, source=source))
     return settings

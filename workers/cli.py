@@ -1,4 +1,4 @@
-"""`llm-worker serve` runs one worker (sim or TensorRT-LLM); `llm-worker drain` drains one."""
+"""`llm-worker`: `serve` a worker (sim or TensorRT-LLM), `drain` one, `digest` a model directory."""
 
 from __future__ import annotations
 
@@ -14,14 +14,18 @@ from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
 
 from common.egress import EgressGuard, ResidencyViolation
-from common.eventloop import run_event_loop
+from common.eventloop import run_event_loop, wait_for_shutdown_signal
 from common.telemetry import start_tracing
 from common.worker_registry import Advert, redis_client
+from workers import metrics
+from workers.digest import directory_digest
+from workers.digest import main as digest_main
 from workers.engine import Engine
 from workers.registration import RedisRegistration
 from workers.server import start_worker
 from workers.settings import WorkerSettings, WorkerTls, worker_settings
 from workers.sim import SimEngine
+from workers.trtllm_options import SAMPLER_TYPES
 
 
 def build_engine(settings: WorkerSettings) -> Engine:
@@ -45,9 +49,8 @@ def server_tls(tls: WorkerTls | None) -> grpc.ServerCredentials | None:
     )
 
 
-async def _serve(settings: WorkerSettings) -> None:
-    from common.eventloop import wait_for_shutdown_signal
-
+async def _serve(settings: WorkerSettings) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0) or a fatal engine failure (exit 1, to be restarted)."""
     guard = EgressGuard(settings.residency)
     registering = settings.registration
     if registering is not None:
@@ -57,14 +60,30 @@ async def _serve(settings: WorkerSettings) -> None:
             tls=registering.redis_url.startswith("rediss://"),
         )
     tracing = start_tracing(settings.telemetry, guard)
+    engine = build_engine(settings)
+    digests = None
+    if settings.trtllm is not None and settings.engine == "trtllm":
+        # Hashing tens of gigabytes takes a while: once, at start, off the event loop.
+        digest = await asyncio.to_thread(directory_digest, Path(settings.trtllm.model_path))
+        digests = {name: digest for name in engine.models}
     handle = await start_worker(
-        build_engine(settings),
+        engine,
         listen=settings.listen,
         pool=settings.pool,
         tracing=tracing,
         credentials=server_tls(settings.tls),
+        model_digests=digests,
     )
     print(f"worker {handle.servicer.worker_id} listening on port {handle.port}", flush=True)
+    refresher: asyncio.Task[None] | None = None
+    if settings.metrics_listen is not None:
+        metrics_server = metrics.start_metrics(settings.metrics_listen)
+        host, port = str(metrics_server.server_address[0]), int(metrics_server.server_address[1])
+        print(f"worker metrics on http://{host}:{port}/metrics", flush=True)
+        servicer = handle.servicer
+        refresher = asyncio.create_task(
+            metrics.refresh_forever(handle.engine, lambda: servicer.draining)
+        )
     registration: RedisRegistration | None = None
     if registering is not None:
         advert = Advert(
@@ -79,11 +98,21 @@ async def _serve(settings: WorkerSettings) -> None:
             client, advert, ttl_s=registering.ttl_s, prefix=registering.prefix
         )
         await registration.start()
-    await wait_for_shutdown_signal()
+    signalled = asyncio.create_task(wait_for_shutdown_signal())
+    failed = asyncio.create_task(handle.servicer.failed.wait())
+    await asyncio.wait((signalled, failed), return_when=asyncio.FIRST_COMPLETED)
+    for task in (signalled, failed):
+        task.cancel()
     if registration is not None:
         await registration.stop()  # gateways stop picking it before the server goes away
     await handle.stop(grace=settings.grace_s)
+    if refresher is not None:
+        refresher.cancel()
     tracing.shutdown()
+    if handle.servicer.failed.is_set():
+        print("llm-worker: the engine failed fatally; exiting for a restart", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -136,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name", help="trtllm: model name clients use")
     serve.add_argument("--kv-cache-free-gpu-memory-fraction", type=float)
     serve.add_argument("--tensor-parallel-size", type=int)
+    serve.add_argument("--max-seq-len", type=int, help="trtllm: prompt plus output tokens")
+    serve.add_argument("--max-num-tokens", type=int, help="trtllm: tokens per batch step")
+    serve.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="trtllm: run the checkpoint's own code",
+    )
+    serve.add_argument(
+        "--sampler-type",
+        choices=SAMPLER_TYPES,
+        help="trtllm: TRTLLMSampler honours request seeds; TorchSampler refuses them",
+    )
     serve.add_argument("--register-redis", metavar="URL", help="announce this worker in Redis")
     serve.add_argument("--advertise", metavar="HOST:PORT", help="address gateways connect to")
     serve.add_argument("--register-ttl", type=float, help="heartbeat TTL, seconds")
@@ -149,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--trace-sample-ratio", type=float)
     serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (slots, queue, KV cache, tokens); off when unset",
+    )
+    serve.add_argument(
         "--allow-network",
         action="append",
         metavar="CIDR",
@@ -159,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("--resume", action="store_true", help="accept generations again")
     drain.add_argument("--wait", action="store_true", help="wait until in-flight ones finish")
     drain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait at most")
+    digest = commands.add_parser("digest", help="print a model directory's weights digest")
+    digest.add_argument("directory", help="the model directory a worker loads")
+    digest.add_argument("--manifest", action="store_true", help="print the file manifest too")
     return parser
 
 
@@ -170,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_drain(args))
         if args.command == "check-config":
             return _check_config(args)
-        run_event_loop(_serve(worker_settings(args)))  # uvloop, like the gateway
+        if args.command == "digest":
+            return digest_main([args.directory] + (["--manifest"] if args.manifest else []))
+        return run_event_loop(_serve(worker_settings(args)))  # uvloop, like the gateway
     except (ImportError, ValueError, ResidencyViolation) as exc:  # missing engine, bad settings
         print(f"llm-worker: {exc}", file=sys.stderr)
         return 2
@@ -180,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,8 +13,17 @@ from common.egress import ResidencySettings
 from common.settings import Invalid, SettingsError, host_port, load, positive, setting
 from common.telemetry import TelemetrySettings
 from common.worker_registry import DEFAULT_PREFIX
+from workers.metrics import parse_listen
 from workers.sim import SimConfig
 from workers.trtllm_options import TrtLlmOptions
+
+
+def _ip_listen(value: str | None, key: str) -> None:
+    if value is not None:
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            raise SettingsError(f"{key}: {err}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,11 @@ class WorkerSettings:
     residency: ResidencySettings = setting(
         factory=ResidencySettings, doc="networks this worker may send data to (registry, OTLP)"
     )
+    metrics_listen: str | None = setting(
+        None,
+        doc="HOST:PORT (IP address) of Prometheus /metrics (slots, queue, KV cache); null: off",
+        check=_ip_listen,
+    )
 
     def check(self) -> None:
         if self.engine == "trtllm" and self.trtllm is None:
@@ -87,6 +101,10 @@ FLAGS = {
     "served_model_name": "trtllm.served_model_name",
     "kv_cache_free_gpu_memory_fraction": "trtllm.kv_cache_free_gpu_memory_fraction",
     "tensor_parallel_size": "trtllm.tensor_parallel_size",
+    "max_seq_len": "trtllm.max_seq_len",
+    "max_num_tokens": "trtllm.max_num_tokens",
+    "trust_remote_code": "trtllm.trust_remote_code",
+    "sampler_type": "trtllm.sampler_type",
     "register_redis": "registration.redis_url",
     "advertise": "registration.advertise",
     "register_ttl": "registration.ttl_s",
@@ -98,6 +116,7 @@ FLAGS = {
     "otlp_insecure": "telemetry.insecure",
     "trace_sample_ratio": "telemetry.sample_ratio",
     "allow_network": "residency.allowed_networks",
+    "metrics_listen": "metrics_listen",
 }
 
 

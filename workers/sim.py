@@ -58,6 +58,15 @@ class SimConfig:
     eos_probability: float = setting(0.0, doc="chance per token of ending the answer early")
 
 
+def answer_parameters(config: SimConfig) -> dict[str, object]:
+    """What shapes the simulated answers, not their timing: what the simulator's digest covers."""
+    return {
+        "vocabulary": list(_VOCABULARY),
+        "eos_probability": config.eos_probability,
+        "context_length": config.context_length,
+    }
+
+
 def render_chat(messages: tuple[ChatTurn, ...]) -> str:
     """A plain chat template: one `<|role|>` header per message, then the assistant's header."""
     parts = [f"<|{m.role}|>\n{m.content}\n" for m in messages]

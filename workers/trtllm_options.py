@@ -9,6 +9,10 @@ from common.settings import Invalid, setting
 
 _INTEGER = "an integer"
 _NUMBER = "a number"
+# TorchLlmArgs.sampler_type (tensorrt_llm/llmapi/llm_args.py): TorchSampler is what "auto" picks
+# without beam search, and it ignores SamplingParams.seed; TRTLLMSampler honours seeds.
+SAMPLER_TYPES = ("TorchSampler", "TRTLLMSampler")
+SEEDED_SAMPLERS = frozenset({"TRTLLMSampler"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,25 @@ class TrtLlmOptions:
     stats_idle_interval_s: float = setting(
         0.5, doc="how often statistics are read while idle", expect=_NUMBER
     )
+    max_seq_len: int | None = setting(
+        None,
+        doc="prompt plus output tokens; null: TensorRT-LLM's own (the checkpoint's context length)",
+        expect="an integer or null",
+    )
+    max_num_tokens: int | None = setting(
+        None,
+        doc="tokens per batch step, hence the longest prompt without chunked prefill "
+        "(null: TensorRT-LLM's 8192)",
+        expect="an integer or null",
+    )
+    trust_remote_code: bool = setting(
+        False, doc="let the checkpoint run its own Python code", expect="true or false"
+    )
+    sampler_type: str = setting(
+        "TorchSampler",
+        doc="the PyTorch backend's sampler: TorchSampler or TRTLLMSampler (only it honours seeds)",
+        expect="a string",
+    )
 
     def __post_init__(self) -> None:
         self.check()
@@ -54,9 +77,23 @@ class TrtLlmOptions:
             raise Invalid("kv_cache_free_gpu_memory_fraction", "must be in (0, 1], e.g. 0.9")
         if self.tensor_parallel_size < 1:
             raise Invalid("tensor_parallel_size", "must be at least 1")
+        for key in ("max_seq_len", "max_num_tokens"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise Invalid(key, "must be at least 1; omit it for the model's own")
+        if self.sampler_type not in SAMPLER_TYPES:
+            raise Invalid(
+                "sampler_type",
+                f"expected one of {list(SAMPLER_TYPES)}, got {self.sampler_type!r}",
+            )
         for key in ("stats_timeout_s", "stats_stale_after_s", "stats_idle_interval_s"):
             if getattr(self, key) <= 0:
                 raise Invalid(key, "must be greater than 0 seconds")
+
+    @property
+    def honours_seeds(self) -> bool:
+        """Whether a request's seed makes sampling reproducible with this sampler."""
+        return self.sampler_type in SEEDED_SAMPLERS
 
     @property
     def model_name(self) -> str:

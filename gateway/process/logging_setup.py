@@ -1,4 +1,4 @@
-"""Structured logging: JSON lines on one root handler, with a filter that drops content fields."""
+"""Structured logging: one line per event on one root handler; a filter drops content fields."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import IO, Literal
 
 from common.settings import SettingsError, setting
+from gateway.request import access_log
 
 # Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
 # (`exc_text` would match the content pattern, so the standard names are never filtered.)
@@ -33,6 +34,11 @@ def _level(value: object, key: str) -> str:
     return value.upper()
 
 
+def _lines_per_second(value: float, key: str) -> None:
+    if not value > 0:
+        raise SettingsError(f"{key}: expected lines per second above 0, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """Log level, `json` (one object per line) or `text`, and whether content fields may pass."""
@@ -47,6 +53,13 @@ class LoggingSettings:
         False,
         doc="let prompt/answer fields through the log filter: a developer's machine only, "
         "never a deployment holding real prompts",
+    )
+    access_log: bool = setting(True, doc="one line per request (logger llmgateway.access)")
+    access_log_rate: float = setting(
+        200.0,
+        doc="at most this many access log lines per second on average",
+        expect="lines per second above 0",
+        check=_lines_per_second,
     )
 
 
@@ -73,8 +86,12 @@ class ContentFieldFilter(logging.Filter):
         return True
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(processName)s %(process)d] %(name)s: %(message)s"
+
+
 class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC), level, logger, message, extra fields, exception."""
+    """One JSON object per record: time (UTC), level, logger, process (name and pid), message,
+    extra fields, exception. With several gateway processes the name is `gw-<index>`."""
 
     def format(self, record: logging.LogRecord) -> str:
         created = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
@@ -82,6 +99,8 @@ class JsonLinesFormatter(logging.Formatter):
             "time": created.isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "process": record.processName,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
@@ -101,19 +120,25 @@ class _GatewayHandler(logging.StreamHandler[IO[str]]):
 def configure_logging(
     settings: LoggingSettings, *, stream: IO[str] | None = None
 ) -> logging.Handler:
-    """Install one handler on the root logger (replacing one installed earlier) and return it."""
+    """Make the root logger's one output handler this one, and return it.
+
+    The handler installed earlier by this function, or by `logging.basicConfig` (a plain
+    StreamHandler), is replaced: two handlers on the root would print every event twice.
+    Handlers of other types (a test's capture handler) are left alone.
+    """
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
+    for old in [h for h in root.handlers if type(h) in (_GatewayHandler, logging.StreamHandler)]:
         root.removeHandler(old)
         old.close()
     handler = _GatewayHandler(stream if stream is not None else sys.stderr)
     if settings.format == "json":
         handler.setFormatter(JsonLinesFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     if not settings.capture_content:
         # On the handler, not a logger: logger filters do not see records from child loggers.
         handler.addFilter(ContentFieldFilter())
     root.addHandler(handler)
     root.setLevel(settings.level)
+    access_log.configure(enabled=settings.access_log, rate_per_s=settings.access_log_rate)
     return handler

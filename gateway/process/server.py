@@ -1,4 +1,4 @@
-"""Builds and runs a gateway process: components, interceptors, gRPC services, shutdown."""
+"""Builds and runs a gateway process: components, the call stack, gRPC services, shutdown."""
 
 from __future__ import annotations
 
@@ -10,22 +10,26 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from llmgateway.v1 import gateway_pb2
+from prometheus_client import Gauge
 
 from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
 from common.settings import SettingsError
-from common.telemetry import start_tracing
-from gateway.auth.interceptor import AuthInterceptor
+from common.telemetry import check_otlp_egress, start_tracing
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
+from gateway.http.server import HttpServer, server_ssl_context, start_http_server
 from gateway.limits.factory import build_limiter
-from gateway.process.metrics_server import MetricsServer, start_metrics_server
+from gateway.process.metrics_server import MetricsServer, parse_listen, start_metrics_server
 from gateway.request.auditing import AuditTrail
-from gateway.request.interceptors import build_interceptors
+from gateway.request.decoding import add_guarded
 from gateway.request.pipeline import Pipeline
 from gateway.request.servicer import InferenceServicer
+from gateway.request.stack import build_call_stack
 from gateway.routing.factory import build_registry
 from gateway.routing.registry import WorkerRegistry
 from gateway.routing.router import Router
@@ -34,6 +38,7 @@ from policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+REFLECTED = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Per-component health: NOT_SERVING means degraded (the gateway as a whole may still serve).
@@ -41,9 +46,17 @@ COMPONENTS = ("llmgateway.policy", "llmgateway.limits", "llmgateway.audit")
 HEALTH_REFRESH_S = 1.0
 # gRPC core cancels new calls once 1,000 are waiting for the application to accept them: a burst
 # of streams (a ward's clients reconnecting at once) would see CANCELLED. Queue them instead.
+MAX_METADATA_BYTES = 256 * 1024
 BURST_OPTIONS = (
     ("grpc.server.max_pending_requests", 10_000),
     ("grpc.server.max_pending_requests_hard_limit", 20_000),
+)
+# With several processes the replica is ready when this sums to `server.processes` over the live
+# ones (prometheus_client's multiprocess mode; without it, the one process's own value).
+PROCESS_SERVING = Gauge(
+    "llmgw_process_serving",
+    "1 while a gateway process is SERVING (grpc.health.v1, overall), 0 while it drains.",
+    multiprocess_mode="livesum",
 )
 
 
@@ -58,7 +71,9 @@ class GatewayHandle:
     verifier: JwtVerifier
     port: int
     metrics: MetricsServer | None = None
+    http: HttpServer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    serving: bool = False
 
     @property
     def target(self) -> str:
@@ -69,14 +84,19 @@ class GatewayHandle:
         details = {f"policy.{k}": v for k, v in self.pipeline.policy.health().items()}
         details.update({f"limits.{k}": v for k, v in self.pipeline.limiter.health().items()})
         details.update(self.pipeline.audit.health())
+        details.update(self.pipeline.router.health())
         return details
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
+        self.serving = False
+        PROCESS_SERVING.set(0)
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(
-            grace if grace is not None else self.pipeline.settings.server.shutdown_grace_s
-        )
+        grace = grace if grace is not None else self.pipeline.settings.server.shutdown_grace_s
+        stopping = [self.server.stop(grace)]
+        if self.http is not None:
+            stopping.append(self.http.stop(grace))
+        await asyncio.gather(*stopping)
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,6 +128,7 @@ def check_egress(settings: GatewaySettings, guard: EgressGuard) -> None:
         checks.append((settings.audit.store_target, "audit endpoint", tls))
     for target, what, tls in checks:
         guard.check(target, what=what, tls=tls)
+    check_otlp_egress(settings.telemetry, guard)
 
 
 def check_production(settings: GatewaySettings) -> None:
@@ -120,6 +141,13 @@ def check_production(settings: GatewaySettings) -> None:
         raise SettingsError(
             "auth.dev_key_file: the development key is configured in a production "
             "configuration; remove it and configure the identity provider's keys"
+        )
+    if settings.production and (settings.audit is None or not settings.audit.pseudonym_key_file):
+        raise SettingsError(
+            "audit.pseudonym_key_file: required in a production configuration: one secret "
+            "(>= 32 random bytes, a mounted Secret) shared by every replica and process, so that "
+            "each person has one pseudonym; create it with `head -c 32 /dev/urandom` "
+            "(docs/deploy.md)"
         )
 
 
@@ -144,24 +172,28 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
         tracing=start_tracing(settings.telemetry, guard),
     )
     server = grpc.aio.server(
-        interceptors=build_interceptors(
-            authentication=AuthInterceptor(verifier, mtls=settings.auth.mtls),
-            on_refused=pipeline.record_refused_call,
-        ),
         options=[
             ("grpc.max_receive_message_length", settings.server.max_request_bytes),
-            # Above gRPC's 8 KiB soft limit, so that an oversized token gets the verifier's own
-            # clear UNAUTHENTICATED (auth.max_token_bytes) instead of a transport error.
-            ("grpc.max_metadata_size", 32 * 1024),
+            # Far above gRPC's 8 KiB soft limit and above the largest auth.max_token_bytes, so
+            # that an oversized token gets the verifier's own UNAUTHENTICATED, not gRPC's
+            # RESOURCE_EXHAUSTED; the hard limit is set equal so that none is refused at random.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             *BURST_OPTIONS,
             ("grpc.so_reuseport", int(settings.server.processes > 1)),
         ],
     )
-    gateway_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(pipeline), server)
+    authenticator = Authenticator(verifier, mtls=settings.auth.mtls)
+    server.add_generic_rpc_handlers((build_call_stack(InferenceServicer(pipeline), authenticator),))
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    # Open without a token: guarded too, so that junk bodies cannot flood the log.
+    add_guarded(health_pb2_grpc.add_HealthServicer_to_server, health_servicer, server)
+    add_guarded(
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+        reflection_aio.ReflectionServicer(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        ),
+        server,
     )
     credentials = server_credentials(settings.auth)
     if credentials is not None:
@@ -175,13 +207,30 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
     for name in ("", SERVICE_NAME, *COMPONENTS):
         await health_servicer.set(name, SERVING)
     handle = GatewayHandle(server, health_servicer, registry, pipeline, verifier, port)
+    if settings.http.listen is not None:
+        host, http_port = parse_listen(settings.http.listen)
+        try:
+            handle.http = await start_http_server(
+                host,
+                http_port,
+                pipeline,
+                authenticator,
+                ssl_context=server_ssl_context(settings.auth),
+                reuse_port=settings.server.processes > 1,
+            )
+        except BaseException:
+            await handle.stop(grace=0)
+            raise
+        log.info("OpenAI-compatible HTTP door on port %d", handle.http.port)
+    handle.serving = True
+    PROCESS_SERVING.set(1)
     if settings.policy.reload_interval_s > 0:
         handle.tasks.append(
             asyncio.create_task(policy.run_reloader(settings.policy.reload_interval_s))
         )
     handle.tasks.append(asyncio.create_task(_report_component_health(handle)))
     if settings.metrics is not None and settings.metrics.listen:
-        handle.metrics = start_metrics_server(settings.metrics.listen)
+        handle.metrics = start_metrics_server(settings.metrics.listen, ready=lambda: handle.serving)
     log.info("gateway listening on port %d (policy %s)", port, policy.current().version[:12])
     return handle
 
@@ -193,7 +242,7 @@ async def _report_component_health(handle: GatewayHandle) -> None:
         "llmgateway.limits": lambda: (
             not any("degraded" in v for v in handle.pipeline.limiter.health().values())
         ),
-        "llmgateway.audit": lambda: not handle.pipeline.audit.is_full,
+        "llmgateway.audit": lambda: not handle.pipeline.audit.problem(),
     }
     while True:
         for name, healthy in checks.items():
@@ -205,5 +254,8 @@ async def serve(settings: GatewaySettings) -> None:
     """Run a gateway until SIGTERM/SIGINT, then shut down gracefully."""
     handle = await start_gateway(settings)
     await wait_for_shutdown_signal()
-    log.info("shutting down: NOT_SERVING, draining for %.0f s", settings.server.shutdown_grace_s)
+    log.info(
+        "shutting down: NOT_SERVING, draining for up to %.0f s", settings.server.shutdown_grace_s
+    )
     await handle.stop()
+    log.info("gateway stopped")

@@ -6,8 +6,11 @@ message that says what is allowed.
 
 from __future__ import annotations
 
+import re
+
 from llmgateway.v1 import gateway_pb2 as pb
 
+from gateway.request.decoding import Undecodable, refusal
 from gateway.request.domain import (
     ChatTurn,
     FinishReason,
@@ -25,11 +28,17 @@ _FINISH = {
     FinishReason.CANCELLED: pb.FINISH_REASON_CANCELLED,
     FinishReason.TIMEOUT: pb.FINISH_REASON_TIMEOUT,
 }
+# Every client-controlled field has a limit (README, "Limits on what a client sends"); the whole
+# body is also bounded by server.max_request_bytes, which gRPC enforces before decoding.
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 64
-MAX_ID_CHARS = 128
+MAX_ID_CHARS = 128  # model, client_request_id
 MAX_AFFINITY_CHARS = 256
 MAX_MESSAGES = 512
+MAX_CLASSIFICATION_CHARS = 64
+MAX_PURPOSE_CHARS = 128
+# Labels that reach the ledger and logs: no line breaks or other control characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _invalid(field: str, message: str) -> InvalidArgument:
@@ -37,14 +46,15 @@ def _invalid(field: str, message: str) -> InvalidArgument:
 
 
 def generation_request(
-    request: pb.GenerateRequest | pb.GenerateStreamRequest, limits: ServerSettings
+    request: pb.GenerateRequest | pb.GenerateStreamRequest | Undecodable, limits: ServerSettings
 ) -> GenerationRequest:
     """Validate a public request and convert it; raises InvalidArgument naming the field."""
+    if isinstance(request, Undecodable):
+        raise refusal(request)
     model = request.model.strip()
     if not model:
         raise _invalid("model", "is required; call ListModels to see the models you may use")
-    if len(model) > MAX_ID_CHARS:
-        raise _invalid("model", f"is longer than {MAX_ID_CHARS} characters")
+    _label("model", model, MAX_ID_CHARS)
     prompt: str | None = None
     messages: tuple[ChatTurn, ...] = ()
     which = request.WhichOneof("input")
@@ -77,10 +87,10 @@ def generation_request(
             raise _invalid(
                 "sampling.stop", f"each stop sequence must be 1 to {MAX_STOP_CHARS} characters"
             )
-    if len(request.client_request_id) > MAX_ID_CHARS:
-        raise _invalid("client_request_id", f"is longer than {MAX_ID_CHARS} characters")
-    if len(request.affinity_key) > MAX_AFFINITY_CHARS:
-        raise _invalid("affinity_key", f"is longer than {MAX_AFFINITY_CHARS} characters")
+    _label("client_request_id", request.client_request_id, MAX_ID_CHARS)
+    _label("affinity_key", request.affinity_key, MAX_AFFINITY_CHARS)
+    _label("classification", request.classification, MAX_CLASSIFICATION_CHARS)
+    _label("purpose", request.purpose, MAX_PURPOSE_CHARS)
     return GenerationRequest(
         model=model,
         prompt=prompt,
@@ -96,6 +106,14 @@ def generation_request(
         classification=request.classification.strip() or None,
         purpose=request.purpose.strip() or None,
     )
+
+
+def _label(field: str, value: str, limit: int) -> None:
+    """A short free-text label: at most `limit` characters, no control characters."""
+    if len(value) > limit:
+        raise _invalid(field, f"is longer than {limit} characters")
+    if _CONTROL.search(value):
+        raise _invalid(field, "contains control characters (line breaks, tabs, ...); remove them")
 
 
 def _chat(chat: pb.ChatInput) -> tuple[ChatTurn, ...]:

@@ -35,7 +35,10 @@ def test_configuration_doc_is_generated_from_the_declarations() -> None:
         ("metrics: {listen: 9464}\n", "metrics.listen: expected a string such as"),
         ("routing: {tls: {cert_file: c}}\n", "routing.tls.ca_file: expected a string"),
         ("limits: {lease_ttl_s: 5, reservation_ttl_s: 1}\n", "limits.lease_ttl_s: must not"),
-        ("produciton: true\n", "settings: unknown key(s) produciton; allowed: server, routing,"),
+        (
+            "produciton: true\n",
+            "settings: unknown key(s) produciton; allowed: server, http, routing,",
+        ),
     ],
 )
 def test_gateway_file_errors_name_the_file_and_the_key_path(

@@ -54,7 +54,7 @@ def test_check_config_accepts_a_valid_file(
         (GOOD.replace("pool: eu-gpu", "pools: eu-gpu"), "settings: unknown key(s) pools"),
         ("engine: trtllm\n", "trtllm: required with engine: trtllm"),
         ("sim: [1]\n", "sim: expected a mapping"),
-        ("listen: [\n", "not valid YAML"),
+        ("listen: [\n", ":2: invalid YAML"),
     ],
 )
 def test_check_config_refuses_naming_the_file_and_key(
@@ -63,7 +63,7 @@ def test_check_config_refuses_naming_the_file_and_key(
     config = write(tmp_path, text)
     assert cli.main(["check-config", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert f"llm-worker: {config}: " in err and message in err, err
+    assert f"llm-worker: {config}:" in err and message in err, err
     assert "Traceback" not in err
 
 

@@ -117,17 +117,14 @@ def test_custom_claim_names_map_to_the_principal(tmp_path: Path, rsa_signer: Sig
         "auth",
     )
     verifier = JwtVerifier(settings, load_static_keys(settings))
-    token = rsa_signer.token(
-        department=None,
-        roles=None,
-        **{
-            "https://region.example/dept": "cardiology",
-            "realm_access": {"roles": ["nurse"]},
-            "level": 2,
-            "legal_basis": "GDPR 9(2)(h)",
-            "jti": "t-1",
-        },
-    )
+    claims: dict[str, Any] = {
+        "https://region.example/dept": "cardiology",
+        "realm_access": {"roles": ["nurse"]},
+        "level": 2,
+        "legal_basis": "GDPR 9(2)(h)",
+        "jti": "t-1",
+    }
+    token = rsa_signer.token(department=None, roles=None, **claims)
     principal = verifier.verify(token)
     assert (principal.department, principal.roles, principal.clearance, principal.purpose) == (
         "cardiology",
@@ -137,9 +134,6 @@ def test_custom_claim_names_map_to_the_principal(tmp_path: Path, rsa_signer: Sig
     )
     assert principal.token_id == "t-1" and principal.issuer == ISSUER
     assert principal.expires_at > time.time()
+    dept_claim: dict[str, Any] = {"https://region.example/dept": "x"}
     with pytest.raises(TokenRejected, match=r"'realm_access\.roles' must be a list"):
-        verifier.verify(
-            rsa_signer.token(
-                realm_access={"roles": 5}, department=None, **{"https://region.example/dept": "x"}
-            )
-        )
+        verifier.verify(rsa_signer.token(realm_access={"roles": 5}, department=None, **dept_claim))
