@@ -56,8 +56,8 @@ class TrtLlmOptions:
     )
     sampler_type: str = setting(
         "TorchSampler",
-        doc="the PyTorch backend's sampler: TorchSampler or TRTLLMSampler (only it honours seeds)",
-        expect="a string",
+        doc="the PyTorch backend's sampler: only TRTLLMSampler honours request seeds",
+        expect="one of 'TorchSampler', 'TRTLLMSampler'",
     )
 
     def __post_init__(self) -> None:
