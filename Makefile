@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The contract as last released: `buf breaking` (in lint) fails on any incompatible change since.
 RELEASE_IMAGE := protos/release-image.binpb
 
-.PHONY: dev test lint protos release-image install clean check-prereqs lock k8s-config
+.PHONY: dev test lint protos release-image install clean check-prereqs lock k8s-config docs
 
 # Pinned versions with hashes (requirements/dev.lock), then the project itself without resolving.
 $(STAMP): pyproject.toml requirements/dev.lock
@@ -36,6 +36,10 @@ protos: $(STAMP)
 ## At a release: record the protos as released, the baseline for `buf breaking`.
 release-image: $(BUF)
 	$(BUF) build --exclude-source-info -o $(RELEASE_IMAGE)
+
+## Regenerate docs/configuration.md from the settings declarations (a test fails when stale).
+docs: $(STAMP)
+	$(BIN)/python -m common.settings_doc > docs/configuration.md
 
 lint: $(STAMP) $(BUF)
 	$(BIN)/ruff check .

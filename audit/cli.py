@@ -20,6 +20,7 @@ from audit.pseudonym import KeyFileError, Pseudonymizer, load_or_create_key
 from audit.report import USAGE_COLUMNS, parse_period, parse_time, render, render_png, usage_dicts
 from audit.settings import AuditStoreSettings
 from audit.store import open_ledger, serve_store
+from common.settings import load
 
 
 def _ledger_args(p: argparse.ArgumentParser) -> None:
@@ -39,13 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="llm-audit", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
+    # Flags override the settings file; unset ones take its values, then the defaults.
     p = sub.add_parser("serve", help="run the audit store (OTLP/gRPC TraceService)")
-    p.add_argument("--listen", default="127.0.0.1:4317", help="HOST:PORT")
-    _ledger_args(p)
-    p.add_argument("--keys-dir", required=True, help="directory of the checkpoint signing key")
-    p.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML settings; flags override")
+    p.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:4317)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--db", help="SQLite ledger file")
+    g.add_argument("--postgres", metavar="DSN", help="PostgreSQL connection string")
+    p.add_argument("--keys-dir", help="directory of the checkpoint signing key")
+    p.add_argument("--checkpoint-interval", type=float, metavar="SECONDS")
     p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
+
+    p = sub.add_parser("check-config", help="validate an audit store settings file")
+    p.add_argument("--config", type=Path, required=True, metavar="FILE")
 
     p = sub.add_parser("verify", help="recompute chains and checkpoints; exit 1 on tampering")
     _ledger_args(p)
@@ -99,16 +107,30 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def store_settings(args: argparse.Namespace) -> AuditStoreSettings:
+    """The settings file (if `--config`), with the flags given on the command line over it."""
+    flags = {
+        "keys_dir": "keys_dir",
+        "listen": "listen",
+        "db": "db_path",
+        "postgres": "postgres_dsn",
+        "checkpoint_interval": "checkpoint_interval_s",
+        "tls_cert": "tls_cert_file",
+        "tls_key": "tls_key_file",
+    }
+    overrides = {key: getattr(args, dest, None) for dest, key in flags.items()}
+    return load(AuditStoreSettings, args.config, overrides)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load(AuditStoreSettings, args.config)
+    ledger = "SQLite " + settings.db_path if settings.db_path else "PostgreSQL"
+    print(f"{args.config}: OK ({ledger} ledger, listen {settings.listen})")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
-    settings = AuditStoreSettings(
-        keys_dir=args.keys_dir,
-        listen=args.listen,
-        db_path=args.db,
-        postgres_dsn=args.postgres,
-        checkpoint_interval_s=args.checkpoint_interval,
-        tls_cert_file=args.tls_cert,
-        tls_key_file=args.tls_key,
-    )
+    settings = store_settings(args)
 
     async def run() -> None:
         handle = await serve_store(settings)
@@ -245,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "check-config":
+            return _check_config(args)
         if args.db and not Path(args.db).exists():
             print(f"llm-audit {args.command}: {args.db}: no such ledger file", file=sys.stderr)
             return 2

@@ -49,6 +49,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config, os.environ)
+    except SettingsError as exc:  # names the file already
+        print(exc, file=sys.stderr)
+        return 1
+    try:
         check_production(settings)
         if args.resolve:
             check_egress(settings, EgressGuard(settings.residency))

@@ -30,13 +30,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(
-            f"--metrics-listen: expected HOST:PORT such as 127.0.0.1:9465, got {listen!r}"
-        )
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9465, got {listen!r}")
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"--metrics-listen: expected an IP address, got {host!r}") from None
+        raise ValueError(f"expected an IP address, got {host!r}") from None
     return host, int(port)
 
 

@@ -146,11 +146,6 @@ class TrtLlmEngine:
         self._failure: BaseException | None = None
         self._max_seq_len: int | None = None
 
-    @classmethod
-    def from_options(cls, model_path: str, **settings: Any) -> TrtLlmEngine:
-        """The engine for `llm-worker serve --engine trtllm --model PATH [settings]`."""
-        return cls(TrtLlmOptions(model_path=model_path, **settings))
-
     @property
     def failed(self) -> bool:
         """True once the executor failed fatally; the engine serves nothing more."""

@@ -8,9 +8,9 @@ import logging
 import re
 import sys
 from dataclasses import dataclass
-from typing import IO, Self
+from typing import IO, Literal
 
-from common.settings import SettingsError, section, typed
+from common.settings import SettingsError, setting
 from gateway.request import access_log
 
 # Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
@@ -26,44 +26,41 @@ CONTENT_FIELD = re.compile(r"prompt|text|content|completion|answer|messages", re
 SAFE_SUFFIX = re.compile(r"_(tokens|count|chars|length|len|bytes|hash|sha256|hmac)$", re.IGNORECASE)
 DROPPED_FIELDS_KEY = "dropped_fields"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SETTINGS_KEYS = ("level", "format", "capture_content", "access_log", "access_log_rate")
+
+
+def _level(value: object, key: str) -> str:
+    if not isinstance(value, str) or value.upper() not in _LEVELS:
+        raise SettingsError(f"{key}: expected one of {list(_LEVELS)}")
+    return value.upper()
+
+
+def _lines_per_second(value: float, key: str) -> None:
+    if not value > 0:
+        raise SettingsError(f"{key}: expected lines per second above 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
-    """Log level, `json` (one object per line) or `text`, and whether content fields may pass.
+    """Log level, `json` (one object per line) or `text`, and whether content fields may pass."""
 
-    `capture_content` only disables the safety filter; it is meant for a developer's machine,
-    never for a deployment holding real prompts. `access_log` writes one line per request
-    (logger `llmgateway.access`), at most `access_log_rate` lines per second on average.
-    """
-
-    level: str = "INFO"
-    format: str = "json"
-    capture_content: bool = False
-    access_log: bool = True
-    access_log_rate: float = 200.0
-
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "logging") -> Self:
-        """Build from a parsed settings mapping; errors name the full key path."""
-        d = section(data, path, _SETTINGS_KEYS)
-        level = typed(d, "level", path, str, "INFO").upper()
-        if level not in _LEVELS:
-            raise SettingsError(f"{path}.level: expected one of {list(_LEVELS)}")
-        fmt = typed(d, "format", path, str, "json")
-        if fmt not in ("json", "text"):
-            raise SettingsError(f"{path}.format: expected 'json' or 'text'")
-        rate = typed(d, "access_log_rate", path, float, 200.0)
-        if rate <= 0:
-            raise SettingsError(f"{path}.access_log_rate: expected lines per second above 0")
-        return cls(
-            level,
-            fmt,
-            typed(d, "capture_content", path, bool, False),
-            typed(d, "access_log", path, bool, True),
-            rate,
-        )
+    level: str = setting(
+        "INFO", doc="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)", parse=_level
+    )
+    format: Literal["json", "text"] = setting(
+        "json", doc="json: one object per line; text: human-readable", expect="'json' or 'text'"
+    )
+    capture_content: bool = setting(
+        False,
+        doc="let prompt/answer fields through the log filter: a developer's machine only, "
+        "never a deployment holding real prompts",
+    )
+    access_log: bool = setting(True, doc="one line per request (logger llmgateway.access)")
+    access_log_rate: float = setting(
+        200.0,
+        doc="at most this many access log lines per second on average",
+        expect="lines per second above 0",
+        check=_lines_per_second,
+    )
 
 
 class ContentFieldFilter(logging.Filter):

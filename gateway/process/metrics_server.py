@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from common.settings import SettingsError, section
+from common.settings import SettingsError, setting
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -31,6 +31,15 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
+def ip_listen(value: str | None, key: str) -> None:
+    """A settings check: `value` (if set) is `host:port` with an IP address, as parse_listen."""
+    if value is not None:
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            raise SettingsError(f"{key}: {err}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """Where the metrics and probe endpoint listens (`host:port`, `[v6]:port`); None disables it.
@@ -39,22 +48,12 @@ class MetricsSettings:
     host (`0.0.0.0:9464` for a Prometheus scraping the pod) is an explicit choice.
     """
 
-    listen: str | None = DEFAULT_LISTEN
-
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "metrics") -> Self:
-        """Build from a parsed settings mapping; errors name the full key path."""
-        d = section(data, path, ("listen",))
-        listen = d.get("listen", DEFAULT_LISTEN)
-        if listen is None:
-            return cls(None)
-        if not isinstance(listen, str):
-            raise SettingsError(f"{path}.listen: expected a string such as 127.0.0.1:9464, or null")
-        try:
-            parse_listen(listen)
-        except ValueError as err:
-            raise SettingsError(f"{path}.listen: {err}") from None
-        return cls(listen)
+    listen: str | None = setting(
+        DEFAULT_LISTEN,
+        doc="HOST:PORT (IP address) of /metrics, /healthz and /readyz; null disables it",
+        expect="a string such as 127.0.0.1:9464, or null",
+        check=ip_listen,
+    )
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

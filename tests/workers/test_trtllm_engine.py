@@ -8,6 +8,7 @@ from types import ModuleType
 
 import pytest
 
+from common.settings import read
 from common.types import ChatTurn, FinishReason
 from tests.support.clock import FakeClock
 from tests.support.polling import wait_until
@@ -301,23 +302,30 @@ async def test_the_double_llm_rejects_unknown_arguments(trtllm: ModuleType) -> N
         trtllm.LLM(model="m", max_batch=4)
 
 
-def test_options_from_mapping_name_the_full_key_path() -> None:
-    options = TrtLlmOptions.from_mapping(
+def test_options_read_from_a_mapping_name_the_full_key_path() -> None:
+    options = read(
+        TrtLlmOptions,
         {"model_path": "/models/x", "max_batch_size": 16, "kv_cache_free_gpu_memory_fraction": 0.8},
         "worker.trtllm",
     )
     assert (options.max_batch_size, options.kv_cache_free_gpu_memory_fraction) == (16, 0.8)
     assert options.model_name == "x"
 
-    with pytest.raises(ValueError, match=r"^worker\.trtllm\.max_batch: unknown key"):
-        TrtLlmOptions.from_mapping({"model_path": "/m", "max_batch": 4}, "worker.trtllm")
+    with pytest.raises(
+        ValueError, match=r"^worker\.trtllm: unknown key\(s\) max_batch; allowed: model_path,"
+    ):
+        read(TrtLlmOptions, {"model_path": "/m", "max_batch": 4}, "worker.trtllm")
     with pytest.raises(ValueError, match=r"^worker\.trtllm\.max_batch_size: expected an integer"):
-        TrtLlmOptions.from_mapping({"model_path": "/m", "max_batch_size": "4"}, "worker.trtllm")
-    with pytest.raises(ValueError, match=r"^worker\.trtllm\.model_path: required"):
-        TrtLlmOptions.from_mapping({}, "worker.trtllm")
+        read(TrtLlmOptions, {"model_path": "/m", "max_batch_size": "4"}, "worker.trtllm")
+    with pytest.raises(
+        ValueError, match=r"^worker\.trtllm\.model_path: expected a string .*required"
+    ):
+        read(TrtLlmOptions, {}, "worker.trtllm")
     with pytest.raises(
         ValueError, match=r"^worker\.trtllm\.kv_cache_free_gpu_memory_fraction: must be in"
     ):
-        TrtLlmOptions.from_mapping(
-            {"model_path": "/m", "kv_cache_free_gpu_memory_fraction": 1.5}, "worker.trtllm"
+        read(
+            TrtLlmOptions,
+            {"model_path": "/m", "kv_cache_free_gpu_memory_fraction": 1.5},
+            "worker.trtllm",
         )

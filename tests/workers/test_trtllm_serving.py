@@ -24,6 +24,7 @@ from tests.gateway.routing.routing_helpers import FAST_ROUTING
 from tests.helpers import wait_until
 from workers import cli
 from workers.server import SERVICE_NAME, WorkerHandle, start_worker
+from workers.settings import worker_settings
 from workers.trtllm import TrtLlmEngine
 from workers.trtllm_options import TrtLlmOptions
 
@@ -136,7 +137,7 @@ async def test_worker_process_exits_non_zero_after_a_fatal_engine_error(
             "0.1",
         ]
     )
-    serving = asyncio.create_task(cli._serve(args))
+    serving = asyncio.create_task(cli._serve(worker_settings(args)))
     trtllm.behaviour.fail_after = 0
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         await channel.channel_ready()

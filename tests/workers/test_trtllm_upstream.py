@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+from common.settings import read
 from common.types import FinishReason
 from tests.support.polling import wait_until
 from tests.workers.trtllm_helpers import Factory, collect, next_chunk, request
@@ -233,16 +234,18 @@ async def test_settings_reach_the_llm(make_engine: Factory, trtllm: ModuleType) 
 
 
 def test_options_validate_the_new_settings() -> None:
-    options = TrtLlmOptions.from_mapping(
-        {"model_path": "/m", "sampler_type": "TRTLLMSampler", "trust_remote_code": True}, "w.t"
+    options = read(
+        TrtLlmOptions,
+        {"model_path": "/m", "sampler_type": "TRTLLMSampler", "trust_remote_code": True},
+        "w.t",
     )
     assert options.honours_seeds and options.trust_remote_code
     with pytest.raises(ValueError, match=r"^w\.t\.sampler_type: expected one of"):
-        TrtLlmOptions.from_mapping({"model_path": "/m", "sampler_type": "torch"}, "w.t")
+        read(TrtLlmOptions, {"model_path": "/m", "sampler_type": "torch"}, "w.t")
     with pytest.raises(ValueError, match=r"^w\.t\.max_seq_len: must be at least 1"):
-        TrtLlmOptions.from_mapping({"model_path": "/m", "max_seq_len": 0}, "w.t")
+        read(TrtLlmOptions, {"model_path": "/m", "max_seq_len": 0}, "w.t")
     with pytest.raises(ValueError, match=r"^w\.t\.trust_remote_code: expected true or false"):
-        TrtLlmOptions.from_mapping({"model_path": "/m", "trust_remote_code": "yes"}, "w.t")
+        read(TrtLlmOptions, {"model_path": "/m", "trust_remote_code": "yes"}, "w.t")
 
 
 def test_missing_package_names_nvidia_index_pythons_and_the_container(

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health, health_pb2_grpc
 
+from common.settings import read
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.settings import AuthSettings
 from gateway.auth.verifier import JwtVerifier
@@ -61,7 +62,7 @@ def jwks_file_settings(
             "max_lifetime_s": 3600,
         }
         data.update(overrides)
-        return AuthSettings.from_mapping(data)
+        return read(AuthSettings, data, "auth")
 
     return make
 

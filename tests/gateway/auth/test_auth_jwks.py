@@ -13,6 +13,7 @@ import pytest
 from jwt.algorithms import RSAAlgorithm
 from llmgateway.v1 import gateway_pb2
 
+from common.settings import read
 from gateway.auth.jwks import JwksUrlKeys
 from gateway.auth.settings import AuthSettings, JwksUrlSettings
 from tests.gateway.auth.authkit import (
@@ -29,13 +30,15 @@ from tests.support.polling import wait_until
 
 
 def _settings(url: str, **jwks: Any) -> AuthSettings:
-    return AuthSettings.from_mapping(
+    return read(
+        AuthSettings,
         {
             "issuer": ISSUER,
             "audience": AUDIENCE,
             "algorithms": ["RS256", "ES256"],
             "jwks": {"url": url, **jwks},
-        }
+        },
+        "auth",
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from common.settings import SettingsError
+from common.settings import SettingsError, read
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.auth.settings import MtlsSettings
 from gateway.settings import GatewaySettings, HttpSettings, load_settings
@@ -21,8 +21,8 @@ from workers.server import WorkerHandle
 
 
 def test_http_is_off_unless_listen_is_set() -> None:
-    assert GatewaySettings.from_mapping({}).http.listen is None
-    settings = GatewaySettings.from_mapping({"http": {"listen": "0.0.0.0:8080"}})
+    assert read(GatewaySettings, {}).http.listen is None
+    settings = read(GatewaySettings, {"http": {"listen": "0.0.0.0:8080"}})
     assert settings.http == HttpSettings("0.0.0.0:8080")
 
 
@@ -36,7 +36,7 @@ def test_http_is_off_unless_listen_is_set() -> None:
 )
 def test_bad_http_settings_name_the_key(http: dict[str, object], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        GatewaySettings.from_mapping({"http": http})
+        read(GatewaySettings, {"http": http})
 
 
 def test_environment_sets_the_http_listen() -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from common.settings import read
 from gateway.limits import LimitsSettings, MemoryLimiter, RateLimiter, RedisLimiter
 from tests.support.clock import START as START  # re-exported for the limiter suites
 from tests.support.clock import FakeClock as FakeClock
@@ -30,7 +31,7 @@ def redis_settings(server: RedisServer, **overrides: object) -> LimitsSettings:
         "reservation_ttl_s": RESERVATION_TTL_S,
     }
     values.update(overrides)
-    return LimitsSettings.from_mapping(values)
+    return read(LimitsSettings, values, "limits")
 
 
 @pytest.fixture(params=["memory", "redis"])

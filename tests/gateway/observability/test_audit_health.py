@@ -13,6 +13,7 @@ from llmgateway.v1 import gateway_pb2_grpc
 
 from audit.settings import AuditSpoolSettings, AuditStoreSettings
 from audit.store import serve_store
+from common.settings import read
 from gateway.auth.devkeys import mint_dev_token
 from gateway.process.metrics_server import MetricsSettings
 from tests.gateway.observability.scrape import sample_total, scrape
@@ -139,4 +140,4 @@ async def test_audit_goes_not_serving_past_its_spool_share(
 def test_health_thresholds_are_checked(key: str, value: float, message: str) -> None:
     data = {"spool_path": "s.db", "source": "gw", "store_target": "127.0.0.1:4317", key: value}
     with pytest.raises(ValueError, match=message):
-        AuditSpoolSettings.from_mapping(data, "audit")
+        read(AuditSpoolSettings, data, "audit")

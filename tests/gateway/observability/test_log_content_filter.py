@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from common.settings import read
 from gateway.process.logging_setup import LoggingSettings, configure_logging
 
 MARKER = "MARKER-5f1c patient text"
@@ -124,10 +125,10 @@ def test_one_line_per_event_after_basic_config(configure: Configure) -> None:
 )
 def test_settings_errors_name_the_key(data: dict[str, object], error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        LoggingSettings.from_mapping(data)
+        read(LoggingSettings, data, "logging")
 
 
 def test_settings_parse() -> None:
-    assert LoggingSettings.from_mapping({"level": "debug", "format": "text"}) == LoggingSettings(
-        "DEBUG", "text", False
-    )
+    assert read(
+        LoggingSettings, {"level": "debug", "format": "text"}, "logging"
+    ) == LoggingSettings("DEBUG", "text", False)

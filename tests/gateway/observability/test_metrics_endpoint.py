@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from common.settings import read
 from gateway.process.metrics_server import (
     MetricsSettings,
     multiprocess_registry,
@@ -67,15 +68,15 @@ def test_listen_parsing() -> None:
 
 
 def test_settings_default_to_loopback_and_name_the_key() -> None:
-    assert MetricsSettings.from_mapping({}).listen == "127.0.0.1:9464"
-    assert MetricsSettings.from_mapping({"listen": None}).listen is None
-    assert MetricsSettings.from_mapping({"listen": "0.0.0.0:9100"}).listen == "0.0.0.0:9100"
+    assert read(MetricsSettings, {}, "metrics").listen == "127.0.0.1:9464"
+    assert read(MetricsSettings, {"listen": None}, "metrics").listen is None
+    assert read(MetricsSettings, {"listen": "0.0.0.0:9100"}, "metrics").listen == "0.0.0.0:9100"
     with pytest.raises(ValueError, match=r"metrics: unknown key\(s\) port"):
-        MetricsSettings.from_mapping({"port": 9464})
+        read(MetricsSettings, {"port": 9464}, "metrics")
     with pytest.raises(ValueError, match=r"metrics\.listen: expected a string"):
-        MetricsSettings.from_mapping({"listen": 9464})
+        read(MetricsSettings, {"listen": 9464}, "metrics")
     with pytest.raises(ValueError, match=r"metrics\.listen: expected an IP address"):
-        MetricsSettings.from_mapping({"listen": "metrics.local:9464"})
+        read(MetricsSettings, {"listen": "metrics.local:9464"}, "metrics")
 
 
 def status_of(url: str) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from common.egress import EgressGuard, ResidencySettings
+from common.settings import read
 from common.worker_registry import Advert, advert_key, index_key, redis_client
 from gateway.request.errors import Unavailable
 from gateway.routing.dns_discovery import DnsDiscovery
@@ -111,7 +112,7 @@ async def test_residency_guard_refuses_a_discovered_worker(
     start_sim_worker: StartWorker, start_router: StartRouter
 ) -> None:
     local = await start_sim_worker()
-    guard = EgressGuard(ResidencySettings.from_mapping({"allowed_networks": ["10.0.0.0/8"]}))
+    guard = EgressGuard(read(ResidencySettings, {"allowed_networks": ["10.0.0.0/8"]}, "residency"))
     sources = [StaticDiscovery([local.target, "192.0.2.10:50061"])]
     router = await start_router(registry=WorkerRegistry(FAST_ROUTING, sources, guard=guard))
     assert [w.target for w in router.registry.workers] == [local.target]
