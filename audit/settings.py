@@ -47,6 +47,8 @@ class AuditStoreSettings:
     - `keys_dir`: where the Ed25519 checkpoint key lives (0600, created on first start).
     - `checkpoint_interval_s`: how often changed chain heads are signed.
     - `tls_cert_file`/`tls_key_file`: serve TLS (both or neither).
+    - `retain_policy_dir`: run retention every `retain_interval_s` under this policy directory's
+      purpose register (off when unset); `retain_default_days` for unregistered purposes.
     """
 
     keys_dir: str
@@ -56,6 +58,9 @@ class AuditStoreSettings:
     checkpoint_interval_s: float = 60.0
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    retain_policy_dir: str | None = None
+    retain_interval_s: float = 86_400.0
+    retain_default_days: int | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], path: str = "audit.store") -> Self:
