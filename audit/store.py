@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -151,6 +152,7 @@ class AuditStoreHandle:
     health: health.aio.HealthServicer
     _checkpointer: asyncio.Task[None]
     _retainer: asyncio.Task[None] | None = None
+    _retain_stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @property
     def ledger(self) -> Ledger:
@@ -159,12 +161,12 @@ class AuditStoreHandle:
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        for task in (self._checkpointer, self._retainer):
-            if task is None:
-                continue
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._checkpointer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._checkpointer
+        if self._retainer is not None:  # a run in its thread finishes first: never cut it short
+            self._retain_stop.set()
+            await self._retainer
         await self.gate.checkpoint()
         await asyncio.to_thread(self.gate.ledger.close)
 
@@ -178,16 +180,17 @@ async def _checkpoint_loop(gate: LedgerGate, interval_s: float) -> None:
             log.exception("audit checkpoint failed")
 
 
-async def _retain_loop(gate: LedgerGate, settings: AuditStoreSettings) -> None:
+async def _retain_loop(gate: LedgerGate, settings: AuditStoreSettings, stop: asyncio.Event) -> None:
     assert settings.retain_policy_dir is not None
-    while True:
+    while not stop.is_set():
         try:
             results = await gate.retain(settings.retain_policy_dir, settings.retain_default_days)
             for line in describe(results, dry_run=False):
                 log.info("retention: %s", line)
         except Exception:  # a policy being edited or a failed run must not stop later runs
             log.exception("audit retention run failed; retrying at the next interval")
-        await asyncio.sleep(settings.retain_interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.retain_interval_s)
 
 
 def _server_credentials(settings: AuditStoreSettings) -> grpc.ServerCredentials | None:
@@ -219,8 +222,8 @@ async def serve_store(settings: AuditStoreSettings) -> AuditStoreHandle:
     await server.start()
     await health_servicer.set(TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     task = asyncio.create_task(_checkpoint_loop(gate, settings.checkpoint_interval_s))
-    retainer = None
+    handle = AuditStoreHandle(port, server, gate, health_servicer, task)
     if settings.retain_policy_dir is not None:
-        retainer = asyncio.create_task(_retain_loop(gate, settings))
+        handle._retainer = asyncio.create_task(_retain_loop(gate, settings, handle._retain_stop))
     log.info("audit store listening on port %d", port)
-    return AuditStoreHandle(port, server, gate, health_servicer, task, retainer)
+    return handle
