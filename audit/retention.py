@@ -135,7 +135,7 @@ def _plan_prefix(
 
 
 def _expiring_text(
-    ledger: Ledger, source: str, rules: RetentionRules, holds: Holds, as_of_ns: int
+    ledger: Ledger, source: str, rules: RetentionRules, holds: Holds, as_of_ns: int, after: int
 ) -> tuple[list[str], int, int, str]:
     """Record ids whose text expired, their index range, and why any was left (tampered)."""
     ids: list[str] = []
@@ -143,6 +143,8 @@ def _expiring_text(
     note = ""
     with contextlib.closing(ledger.text_rows(source)) as rows:
         for index, record_id, body, pseudonym, salt, prompt, answer in rows:
+            if index <= after:  # pruned with its record (a dry run has not deleted it yet)
+                continue
             data = json.loads(body)
             days = rules.days(str(data.get("purpose", "")))
             if days is None or int(data["time_ns"]) + days[1] * DAY_NS > as_of_ns:
@@ -213,7 +215,9 @@ def retain(
                 assert key is not None
                 cp = sign_retention(key, statement, time.time_ns())
                 ledger.prune_prefix(source, prefix.cut[0], cp)
-        ids, lo, hi, note = _expiring_text(ledger, source, rules, holds, as_of_ns)
+        ids, lo, hi, note = _expiring_text(
+            ledger, source, rules, holds, as_of_ns, prefix.cut[0] if prefix.cut else 0
+        )
         if note:
             res.refused = note
         if ids:
