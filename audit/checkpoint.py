@@ -80,6 +80,25 @@ def sign_checkpoint(
     )
 
 
+def sign_retention(
+    key: Ed25519PrivateKey, statement: dict[str, object], created_ns: int
+) -> Checkpoint:
+    """A signed retention statement: records pruned (`kind` "prune") or text expired ("text").
+
+    Stored apart from the head checkpoints (table `retention_checkpoints`); `audit.retention_check`
+    reads the statement back and verify checks the chain against it.
+    """
+    payload = json.dumps(
+        {**statement, "created_ns": created_ns}, sort_keys=True, separators=(",", ":")
+    )
+    return Checkpoint(
+        created_ns,
+        payload,
+        key.sign(payload.encode()).hex(),
+        raw_public_key(key.public_key()).hex(),
+    )
+
+
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 

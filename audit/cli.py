@@ -1,4 +1,4 @@
-"""`llm-audit`: serve the audit store, verify, query, report, checkpoint, export, erase."""
+"""`llm-audit`: serve the audit store, verify, query, report, checkpoint, export, erase, retain."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from audit import verify_cli
+from audit import retention_cli, verify_cli
 from audit.checkpoint import load_or_create_signing_key, sign_checkpoint
 from audit.coarsen import KEEP_ALL_DAYS, coarsen_checkpoints
 from audit.export import write_export
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-interval", type=float, metavar="SECONDS")
     p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--retain-policy-dir", help="run retention periodically with this policy")
+    p.add_argument("--retain-interval-s", type=float, metavar="SECONDS", help="default 86400")
+    p.add_argument("--default-retention-days", type=int, metavar="N")
 
     p = sub.add_parser("check-config", help="validate an audit store settings file")
     p.add_argument("--config", type=Path, required=True, metavar="FILE")
@@ -79,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     _ledger_args(p)
     _subject_args(p, required=True)
     p.add_argument("--out", required=True, metavar="DIR", help="writes records.json, records.txt")
+
+    p = sub.add_parser("retain", help="prune expired records and text; signs what it removed")
+    _ledger_args(p)
+    retention_cli.add_retain_arguments(p)
+
+    p = sub.add_parser("hold", help="legal holds that suspend retention: add, remove, list")
+    _ledger_args(p)
+    retention_cli.add_hold_arguments(p, lambda q: _subject_args(q, required=False))
 
     p = sub.add_parser("query", help="list records")
     _ledger_args(p)
@@ -117,6 +128,9 @@ def store_settings(args: argparse.Namespace) -> AuditStoreSettings:
         "checkpoint_interval": "checkpoint_interval_s",
         "tls_cert": "tls_cert_file",
         "tls_key": "tls_key_file",
+        "retain_policy_dir": "retain_policy_dir",
+        "retain_interval_s": "retain_interval_s",
+        "default_retention_days": "retain_default_days",
     }
     overrides = {key: getattr(args, dest, None) for dest, key in flags.items()}
     return load(AuditStoreSettings, args.config, overrides)
@@ -248,7 +262,13 @@ def _coarsen(ledger: Ledger, args: argparse.Namespace) -> int:
     return 0
 
 
+def _hold(ledger: Ledger, args: argparse.Namespace) -> int:
+    return retention_cli.run_hold(ledger, args, _pseudonym(args))
+
+
 _COMMANDS = {
+    "retain": retention_cli.run_retain,
+    "hold": _hold,
     "verify": verify_cli.run_verify,
     "coarsen-checkpoints": _coarsen,
     "export": _export_subject,

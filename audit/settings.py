@@ -46,6 +46,19 @@ class AuditStoreSettings:
     )
     tls_cert_file: str | None = setting(None, doc="serve TLS with this certificate (PEM)")
     tls_key_file: str | None = setting(None, doc="the private key of tls_cert_file (PEM)")
+    retain_policy_dir: str | None = setting(
+        None,
+        doc="run retention periodically under this policy directory's purpose register "
+        "(off when unset)",
+    )
+    retain_interval_s: float = setting(
+        86_400.0, doc="seconds between retention runs", expect=_SECONDS, check=_seconds
+    )
+    retain_default_days: int | None = setting(
+        None,
+        doc="retention in days of records with no registered purpose (never pruned when unset; "
+        "at least the register's floor)",
+    )
 
     def check(self) -> None:
         """Exactly one ledger; TLS files both or neither."""
