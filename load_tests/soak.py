@@ -188,7 +188,10 @@ def _leases(client: redis.Redis) -> Check:
     return Check(
         "no concurrency lease leaked",
         leases == 0 and not open_reservations,
-        f"{leases} leases held, {len(open_reservations)} reservations never completed",
+        f"{leases} leases held, {len(open_reservations)} reservations never completed"
+        + "".join(
+            f"; {key.rsplit(':', 1)[-1]}: {client.hgetall(key)}" for key in open_reservations[:3]
+        ),
     )
 
 

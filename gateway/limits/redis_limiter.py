@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -69,6 +70,10 @@ class RedisLimiter:
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._orphans: set[asyncio.Task[None]] = set()
+        # A failed completion is retried until its lease would have expired anyway.
+        self._completion_tries = max(
+            3, math.ceil(self._settings.lease_ttl_s / self._settings.retry_interval_s)
+        )
 
     @classmethod
     def from_settings(
@@ -126,6 +131,11 @@ class RedisLimiter:
             result = self._fallback.complete_now(lease, used_tokens)
         else:
             result = await self._reconcile(lease, used_tokens)
+            if result is Completion.FAILED:
+                # The script may never have run (a dropped connection): without another try the
+                # lease stays held for lease_ttl_s and the unused tokens charged until the
+                # reservation expires. complete.lua is idempotent, so retry in the background.
+                self._retry_later(lease, used_tokens, self._completion_tries)
         metrics.COMPLETIONS.labels(result=result.value).inc()
         return result
 
@@ -251,8 +261,6 @@ class RedisLimiter:
         )
 
     def _release_later(self, admission: Admission, keys: tuple[str, ...]) -> None:
-        if len(self._orphans) >= _ORPHAN_RELEASE_LIMIT:
-            return  # the reservation TTL cleans up what we cannot track
         lease = Lease(
             request_id=admission.request_id,
             department=admission.department,
@@ -261,15 +269,22 @@ class RedisLimiter:
             backend=Backend.REDIS,
             keys=keys,
         )
-        task = asyncio.get_running_loop().create_task(self._release_orphan(lease))
+        # A few spaced tries; completing a reservation that never happened changes nothing.
+        self._retry_later(lease, 0, 3)
+
+    def _retry_later(self, lease: Lease, used_tokens: int, tries: int) -> None:
+        if len(self._orphans) >= _ORPHAN_RELEASE_LIMIT:
+            return  # the reservation TTL cleans up what we cannot track
+        task = asyncio.get_running_loop().create_task(
+            self._reconcile_later(lease, used_tokens, tries)
+        )
         self._orphans.add(task)
         task.add_done_callback(self._orphans.discard)
 
-    async def _release_orphan(self, lease: Lease) -> None:
-        # A few spaced tries; completing a reservation that never happened changes nothing.
-        for _ in range(3):
+    async def _reconcile_later(self, lease: Lease, used_tokens: int, tries: int) -> None:
+        for _ in range(tries):
             await asyncio.sleep(self._settings.retry_interval_s)
-            if await self._reconcile(lease, 0, background=True) is not Completion.FAILED:
+            if await self._reconcile(lease, used_tokens, background=True) is not Completion.FAILED:
                 return
 
 
