@@ -172,7 +172,7 @@ def _uncovered(result: VerifyResult, outcomes: Sequence[ChainOutcome]) -> None:
 def verify(
     ledger: Ledger,
     public_key: Ed25519PublicKey | None = None,
-    witness: Sequence[Checkpoint] = (),
+    witness: Iterable[Checkpoint] = (),
     *,
     max_checkpoint_age_s: float | None = DEFAULT_MAX_CHECKPOINT_AGE_S,
     start: Checkpoint | None = None,

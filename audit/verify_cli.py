@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -126,12 +126,25 @@ def parallel(
     return run
 
 
+def _witness(path: Path) -> Iterator[Checkpoint]:
+    """The witness file's checkpoints, read a line at a time in the same pass as the ledger's."""
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield Checkpoint.from_json(line)
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{n}: not a checkpoint line ({err})") from err
+
+
 def run_verify(ledger: Ledger, args: argparse.Namespace) -> int:
     key = load_public_key(args.public_key) if args.public_key else None
-    witness: list[Checkpoint] = []
+    witness: Iterator[Checkpoint] = iter(())
     if args.witness:
-        lines = Path(args.witness).read_text().splitlines()
-        witness = [Checkpoint.from_json(line) for line in lines if line.strip()]
+        if not Path(args.witness).is_file():
+            raise ValueError(f"--witness {args.witness}: no such file")
+        witness = _witness(Path(args.witness))
     state = Path(args.state) if args.state else None
     if (args.from_checkpoint or state) and key is None:
         raise ValueError("--state and --from-checkpoint need --public-key")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import random
 import subprocess
 import sys
@@ -107,20 +106,33 @@ class Filler:
         return spent
 
 
+# A child's peak RSS as Linux reports it includes the memory of the process it was forked from
+# (the high-water mark survives exec), so the benchmark's own size would leak into the figure:
+# a small launcher starts each command and reports the command's own peak.
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+sys.stderr.write(f"maxrss_kb={usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_cli(args: list[str]) -> tuple[float, float, str]:
     """`llm-audit ARGS` in a child: (seconds, peak RSS in MB, last line of stdout)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "audit.cli", *args], stdout=subprocess.PIPE, text=True
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, sys.executable, "-m", "audit.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
-    last = out.strip().splitlines()[-1] if out.strip() else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"llm-audit {' '.join(args[:1])} failed:\n{out[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024, last
+    if done.returncode != 0:
+        raise SystemExit(f"llm-audit {args[0]} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    rss_kb = int(done.stderr.rsplit("maxrss_kb=", 1)[1].split()[0])
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    return elapsed, rss_kb / 1024, last
 
 
 def seed_checkpoints(target: tuple[str | None, str | None], rows: list[Any]) -> None:

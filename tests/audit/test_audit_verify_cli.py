@@ -151,3 +151,15 @@ def test_coarsen_command(
     db, _, _ = signed
     assert main(["coarsen-checkpoints", "--db", str(db)]) == 0
     assert "removed 0 checkpoint(s) older than 30 days" in capsys.readouterr().out
+
+
+def test_witness_file_errors_are_named(
+    signed: tuple[Path, Path, MakeRecord], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, keys, _ = signed
+    bad = db.parent / "witness.jsonl"
+    bad.write_text('{"created_ns": 1}\n')
+    assert main(_verify(db, keys, "--witness", str(bad))) == 2
+    assert f"{bad}:1: not a checkpoint line" in capsys.readouterr().err
+    assert main(_verify(db, keys, "--witness", str(db.parent / "none.jsonl"))) == 2
+    assert "no such file" in capsys.readouterr().err
