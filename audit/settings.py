@@ -16,6 +16,11 @@ def _seconds(value: float, key: str) -> None:
         raise SettingsError(f"{key}: expected {_SECONDS}, got {value!r}")
 
 
+def _non_negative_seconds(value: float, key: str) -> None:
+    if value < 0:
+        raise SettingsError(f"{key}: expected a number of seconds >= 0, got {value!r}")
+
+
 def _share_of_quota(value: float, key: str) -> None:
     if not 0 < value <= 1:
         raise SettingsError(f"{key}: expected a share of the quota in (0, 1], got {value!r}")
@@ -116,6 +121,13 @@ class AuditSpoolSettings:
         doc="the part of quota_bytes (0 to 1) that records of unauthenticated calls may hold",
         expect="a number between 0 and 1",
         check=_fraction,
+    )
+    anonymous_window_s: float = setting(
+        10.0,
+        doc="refusals before authentication: the first of each (address, reason, door) per window "
+        "is recorded alone, the rest as one record with a count (0: every one alone)",
+        expect="a number of seconds >= 0",
+        check=_non_negative_seconds,
     )
     tls_ca_file: str | None = setting(None, doc="ship over TLS, trusting this CA (PEM)")
     tls_cert_file: str | None = setting(None, doc="client certificate for mutual TLS (PEM)")

@@ -25,6 +25,8 @@ from gateway.auth.verifier import JwtVerifier
 from gateway.http.server import HttpServer, server_ssl_context, start_http_server
 from gateway.limits.factory import build_limiter
 from gateway.process.metrics_server import MetricsServer, parse_listen, start_metrics_server
+from gateway.request.anonymous import WINDOW_S as ANONYMOUS_WINDOW_S
+from gateway.request.anonymous import AnonymousRefusals
 from gateway.request.auditing import AuditTrail
 from gateway.request.decoding import add_guarded
 from gateway.request.pipeline import Pipeline
@@ -171,6 +173,9 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
         limiter=build_limiter(settings.limits),
         audit=await AuditTrail.open(settings.audit, settings.data_dir),
         tracing=start_tracing(settings.telemetry, guard),
+        anonymous=AnonymousRefusals(
+            settings.audit.anonymous_window_s if settings.audit else ANONYMOUS_WINDOW_S
+        ),
     )
     server = grpc.aio.server(
         options=[

@@ -164,16 +164,18 @@ async def test_background_releases_do_not_delay_recovery(redis_server: RedisServ
     await limiter.close()
 
 
-async def test_completion_that_fails_is_retried_and_frees_the_lease(server: RedisServer) -> None:
+async def test_completion_that_fails_is_retried_and_frees_the_lease(
+    redis_server: RedisServer,
+) -> None:
     # Found by the soak: a completion during a Redis stall failed and was never retried, so the
     # lease stayed held until its TTL and the unused tokens stayed charged.
-    limiter = make(server, retry_interval_s=0.2)
+    limiter = make(redis_server, retry_interval_s=0.2)
     dept = DepartmentLimits(
         "stall", LimitSet(concurrent_streams=Limit(1, 0)), failure_mode=FailureMode.CLOSED
     )
     admitted, _ = await timed_admit(limiter, dept)
     assert admitted.allowed and admitted.lease is not None
-    with socket.create_connection(("127.0.0.1", server.port)) as blocker:
+    with socket.create_connection(("127.0.0.1", redis_server.port)) as blocker:
         blocker.sendall(resp("EVAL", BUSY_SCRIPT, "0", "300000"))
         await asyncio.sleep(0.05)
         assert await limiter.complete(admitted.lease, 5) is Completion.FAILED
