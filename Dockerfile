@@ -1,7 +1,19 @@
-# Gateway image. Same install steps as `make install` (pip install of the project), multi-stage,
-# non-root, with a gRPC health check.
-FROM python:3.11-slim AS build
+# Gateway and audit-store image (`llm-gateway`, `llm-audit`). Multi-stage: the runtime stage holds
+# only the pinned runtime dependencies (requirements/runtime.lock) and the project, no compiler, no
+# proto generator, no chart or load-test libraries. Non-root (uid/gid 10001), runs with a read-only
+# root filesystem. Build: docker build -t registry.region.example/llm-gateway:0.1.0 .
+#
+# The base image is pinned by version. Pin it by digest as well where a registry is reachable
+# (`docker buildx imagetools inspect python:3.11.14-slim-bookworm`, then FROM ...@sha256:...):
+# the repository is maintained offline, where a digest cannot be looked up.
+FROM python:3.11.14-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# Dependencies first (their own layer, rebuilt only when the lock file changes), every wheel
+# checked against the hashes in the lock file.
+COPY requirements/runtime.lock requirements/runtime.lock
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY gateway ./gateway
@@ -9,16 +21,24 @@ COPY workers ./workers
 COPY policy ./policy
 COPY audit ./audit
 COPY load_tests ./load_tests
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
+# The project itself, without resolving anything: its dependencies are exactly the lock file's.
+RUN /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/pip uninstall --yes setuptools
 
-FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/llm-gateway --create-home gateway
+FROM python:3.11.14-slim-bookworm AS runtime
+RUN groupadd --system --gid 10001 gateway \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/llm-gateway --create-home gateway
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
-USER 10001
+# No .pyc writes: the root filesystem is read-only in Kubernetes.
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
 WORKDIR /var/lib/llm-gateway
-EXPOSE 50051
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
-  CMD python -c "import grpc,sys;from grpc_health.v1 import health_pb2 as h,health_pb2_grpc as g;c=grpc.insecure_channel('127.0.0.1:50051');sys.exit(0 if g.HealthStub(c).Check(h.HealthCheckRequest(),timeout=2).status==1 else 1)"
+# 50051: client gRPC (mutual TLS in production). 9464: plaintext health and metrics
+# (`metrics.listen`; GET /healthz, /readyz, /metrics) for the kubelet and Prometheus.
+EXPOSE 50051 9464
+# Readiness over the plaintext health port: a TLS-only client port cannot be probed in plaintext.
+# (The audit store run from this image has no such port; Kubernetes probes it by TCP instead.)
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:9464/readyz', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["llm-gateway"]
-CMD ["serve", "--config", "/etc/llm-gateway/gateway.yaml"]
+CMD ["serve", "--config", "/etc/llm-gateway/config/gateway.yaml"]

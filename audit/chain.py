@@ -6,7 +6,6 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from audit.record import AuditRecord
 
@@ -88,8 +87,3 @@ def make_link(
     prev = GENESIS if head is None else head.hash
     body = canonical_body(record, index, commitment, content)
     return Link(record.source, index, record.record_id, body, prev, link_hash(prev, body))
-
-
-def body_fields(body: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(body)
-    return data

@@ -12,6 +12,7 @@ from typing import Any
 
 from audit.chain import GENESIS, Link, content_commitment, link_hash, subject_commitment
 from audit.ledger import DENORMALISED, Ledger
+from audit.retention_rules import TextExpiry, text_expired
 
 # How many records either side of a broken link are looked at to say what happened there
 # (reordered, inserted, deleted). The break itself is always found; only its naming is local.
@@ -38,12 +39,21 @@ class ChainPlan:
     `conflicts` holds any other hash signed for an index (one of them must then mismatch).
     `start` is where the scan begins: None is genesis. It is the single place where a chain may
     start later than its first record (incremental runs start at an already verified head).
+    `cut` is the newest signed pruning cut (chain index, hash): the records up to it were removed
+    by retention, so the chain starts after it, at a record that must link to that hash.
+    `text_expiries` are the signed statements that account for text removed by retention.
     """
 
     source: str
     signed: dict[int, tuple[str, int]] = field(default_factory=dict)
     conflicts: list[tuple[int, str, int]] = field(default_factory=list)
     start: tuple[int, str] | None = None
+    cut: tuple[int, str] | None = None
+    text_expiries: list[TextExpiry] = field(default_factory=list)
+
+    def pruned_start(self) -> bool:
+        """Whether the scan starts after a pruning cut rather than at a kept record."""
+        return self.cut is not None and (self.start is None or self.cut[0] >= self.start[0])
 
     def max_signed(self) -> tuple[int, int] | None:
         """(highest signed chain index, created_ns of a checkpoint that signed it)."""
@@ -173,6 +183,12 @@ def _record_problem(
     if why_col is not None:
         return _problem("altered", link, f": {why_col}")
     side = _side_tables(data, row)
+    if (
+        side is not None
+        and side[0] == "deleted"
+        and text_expired(plan.text_expiries, link.chain_index, data, row[15])
+    ):
+        side = None  # expired by retention under a signed statement that covers this record
     if side is not None:
         return _problem(side[0], link, f": {side[1]}")
     signed = plan.signed.get(link.chain_index)
@@ -185,7 +201,11 @@ def check_chain(
     ledger: Ledger, plan: ChainPlan, on_records: Callable[[int], None] | None = None
 ) -> ChainOutcome:
     """Verify one source's chain in one pass; stops at the chain's first problem."""
-    scan = ledger.scan(plan.source, plan.start[0] if plan.start else 0)
+    if plan.pruned_start():
+        assert plan.cut is not None
+        scan = ledger.scan(plan.source, plan.cut[0] + 1)
+    else:
+        scan = ledger.scan(plan.source, plan.start[0] if plan.start else 0)
     with contextlib.closing(scan):  # a chain that breaks early must not leave its cursor open
         return _check_rows(plan, scan, on_records)
 
@@ -195,7 +215,11 @@ def _check_rows(
 ) -> ChainOutcome:
     out = ChainOutcome(plan.source)
     prev, expected = GENESIS, 1
-    if plan.start is not None:
+    if plan.pruned_start():
+        assert plan.cut is not None
+        prev, expected = plan.cut[1], plan.cut[0] + 1
+        out.last = plan.cut
+    elif plan.start is not None:
         first = next(rows, None)
         if first is None or (first[0], first[4]) != plan.start:
             at = "no record" if first is None else f"record {first[1]}"

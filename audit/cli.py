@@ -1,4 +1,4 @@
-"""`llm-audit`: serve the audit store, verify, query, report, checkpoint, export, erase."""
+"""`llm-audit`: serve the audit store, verify, query, report, checkpoint, export, erase, retain."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from audit import verify_cli
+from audit import retention_cli, verify_cli
 from audit.checkpoint import load_or_create_signing_key, sign_checkpoint
 from audit.coarsen import KEEP_ALL_DAYS, coarsen_checkpoints
 from audit.export import write_export
@@ -20,6 +20,7 @@ from audit.pseudonym import KeyFileError, Pseudonymizer, load_or_create_key
 from audit.report import USAGE_COLUMNS, parse_period, parse_time, render, render_png, usage_dicts
 from audit.settings import AuditStoreSettings
 from audit.store import open_ledger, serve_store
+from common.settings import load
 
 
 def _ledger_args(p: argparse.ArgumentParser) -> None:
@@ -39,13 +40,23 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="llm-audit", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
+    # Flags override the settings file; unset ones take its values, then the defaults.
     p = sub.add_parser("serve", help="run the audit store (OTLP/gRPC TraceService)")
-    p.add_argument("--listen", default="127.0.0.1:4317", help="HOST:PORT")
-    _ledger_args(p)
-    p.add_argument("--keys-dir", required=True, help="directory of the checkpoint signing key")
-    p.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML settings; flags override")
+    p.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:4317)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--db", help="SQLite ledger file")
+    g.add_argument("--postgres", metavar="DSN", help="PostgreSQL connection string")
+    p.add_argument("--keys-dir", help="directory of the checkpoint signing key")
+    p.add_argument("--checkpoint-interval", type=float, metavar="SECONDS")
     p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--retain-policy-dir", help="run retention periodically with this policy")
+    p.add_argument("--retain-interval-s", type=float, metavar="SECONDS", help="default 86400")
+    p.add_argument("--default-retention-days", type=int, metavar="N")
+
+    p = sub.add_parser("check-config", help="validate an audit store settings file")
+    p.add_argument("--config", type=Path, required=True, metavar="FILE")
 
     p = sub.add_parser("verify", help="recompute chains and checkpoints; exit 1 on tampering")
     _ledger_args(p)
@@ -72,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     _subject_args(p, required=True)
     p.add_argument("--out", required=True, metavar="DIR", help="writes records.json, records.txt")
 
+    p = sub.add_parser("retain", help="prune expired records and text; signs what it removed")
+    _ledger_args(p)
+    retention_cli.add_retain_arguments(p)
+
+    p = sub.add_parser("hold", help="legal holds that suspend retention: add, remove, list")
+    _ledger_args(p)
+    retention_cli.add_hold_arguments(p, lambda q: _subject_args(q, required=False))
+
     p = sub.add_parser("query", help="list records")
     _ledger_args(p)
     p.add_argument("--since", help="ISO 8601 date or date-time (UTC unless an offset is given)")
@@ -88,19 +107,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--period", default="30d", help="YYYY-MM, YYYY-MM-DD, Nd or all")
     p.add_argument("--csv", metavar="FILE")
     p.add_argument("--png", metavar="FILE")
+
+    p = sub.add_parser("register-report", help="models and purposes used in a period (Markdown)")
+    _ledger_args(p)
+    p.add_argument("--policy-dir", required=True, help="the policy directory with the registers")
+    p.add_argument("--from", dest="since", required=True, help="ISO 8601 date or date-time")
+    p.add_argument("--to", dest="until", required=True, help="ISO 8601, exclusive")
+    p.add_argument("--markdown", metavar="FILE", help="write the Markdown here (else stdout)")
+    p.add_argument("--csv", metavar="FILE", help="also write one CSV row per model/purpose/dept")
     return ap
 
 
+def store_settings(args: argparse.Namespace) -> AuditStoreSettings:
+    """The settings file (if `--config`), with the flags given on the command line over it."""
+    flags = {
+        "keys_dir": "keys_dir",
+        "listen": "listen",
+        "db": "db_path",
+        "postgres": "postgres_dsn",
+        "checkpoint_interval": "checkpoint_interval_s",
+        "tls_cert": "tls_cert_file",
+        "tls_key": "tls_key_file",
+        "retain_policy_dir": "retain_policy_dir",
+        "retain_interval_s": "retain_interval_s",
+        "default_retention_days": "retain_default_days",
+    }
+    overrides = {key: getattr(args, dest, None) for dest, key in flags.items()}
+    return load(AuditStoreSettings, args.config, overrides)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load(AuditStoreSettings, args.config)
+    ledger = "SQLite " + settings.db_path if settings.db_path else "PostgreSQL"
+    print(f"{args.config}: OK ({ledger} ledger, listen {settings.listen})")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
-    settings = AuditStoreSettings(
-        keys_dir=args.keys_dir,
-        listen=args.listen,
-        db_path=args.db,
-        postgres_dsn=args.postgres,
-        checkpoint_interval_s=args.checkpoint_interval,
-        tls_cert_file=args.tls_cert,
-        tls_key_file=args.tls_key,
-    )
+    settings = store_settings(args)
 
     async def run() -> None:
         handle = await serve_store(settings)
@@ -182,6 +226,28 @@ def _checkpoint(ledger: Ledger, args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_report(ledger: Ledger, args: argparse.Namespace) -> int:
+    from audit import register_report
+    from policy import PolicyError, load_directory
+
+    try:
+        register = load_directory(args.policy_dir).register
+    except PolicyError as err:
+        print(f"llm-audit register-report: {err}", file=sys.stderr)
+        return 2
+    report = register_report.build_report(
+        ledger, register, parse_time(args.since), parse_time(args.until)
+    )
+    markdown = register_report.render_markdown(report)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown)
+    else:
+        sys.stdout.write(markdown)
+    if args.csv:
+        Path(args.csv).write_text(register_report.render_csv(report))
+    return 0
+
+
 def _export_subject(ledger: Ledger, args: argparse.Namespace) -> int:
     pseudonym = _pseudonym(args)
     assert pseudonym is not None  # argparse requires one of the two
@@ -196,7 +262,13 @@ def _coarsen(ledger: Ledger, args: argparse.Namespace) -> int:
     return 0
 
 
+def _hold(ledger: Ledger, args: argparse.Namespace) -> int:
+    return retention_cli.run_hold(ledger, args, _pseudonym(args))
+
+
 _COMMANDS = {
+    "retain": retention_cli.run_retain,
+    "hold": _hold,
     "verify": verify_cli.run_verify,
     "coarsen-checkpoints": _coarsen,
     "export": _export_subject,
@@ -205,6 +277,7 @@ _COMMANDS = {
     "report": _report,
     "export-checkpoints": _export,
     "checkpoint": _checkpoint,
+    "register-report": _register_report,
 }
 
 
@@ -214,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "check-config":
+            return _check_config(args)
         if args.db and not Path(args.db).exists():
             print(f"llm-audit {args.command}: {args.db}: no such ledger file", file=sys.stderr)
             return 2

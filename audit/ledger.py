@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from audit.chain import (
 from audit.checkpoint import Checkpoint
 from audit.ledger_reads import LedgerReads
 from audit.record import AuditRecord
+from audit.retention_sql import Hold, RetentionStore, retention_schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ QUERY_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "subject",
+    "model_digest",
+    "interface",
 )
 
 
@@ -83,8 +87,9 @@ class Ledger(Protocol):
     """The audit store's storage port: SQLite (embedded) or PostgreSQL.
 
     Contract: `append` is idempotent by record_id (a record delivered twice is stored once) and
-    chains each source's records in arrival order; only erasure ever deletes, and only from the
-    side tables (pseudonym links and content), never from the chained records.
+    chains each source's records in arrival order; erasure deletes only from the side tables
+    (pseudonym links and content); retention deletes only a chain's prefix, or whole text rows,
+    each time with a signed statement (`audit.retention`).
     """
 
     def append(self, records: Sequence[AuditRecord]) -> AppendResult: ...
@@ -100,6 +105,14 @@ class Ledger(Protocol):
     def scan(self, source: str, from_index: int = 0) -> Generator[tuple[Any, ...], None, None]: ...
     def orphan_side_rows(self, limit: int = 10) -> list[tuple[str, str]]: ...
     def subject_rows(self, pseudonym: str) -> Generator[tuple[Any, ...], None, None]: ...
+    def chain_rows(self, source: str) -> Generator[tuple[Any, ...], None, None]: ...
+    def text_rows(self, source: str) -> Generator[tuple[Any, ...], None, None]: ...
+    def prune_prefix(self, source: str, cut_index: int, checkpoint: Checkpoint) -> int: ...
+    def expire_text(self, record_ids: Sequence[str], checkpoint: Checkpoint) -> int: ...
+    def iter_retention_checkpoints(self) -> Iterator[Checkpoint]: ...
+    def add_hold(self, kind: str, value: str, reason: str) -> int: ...
+    def lift_hold(self, kind: str, value: str, reason: str) -> int: ...
+    def holds(self, include_lifted: bool = False) -> list[Hold]: ...
     def erase_subject(self, pseudonym: str) -> int: ...
     def subject_of(self, record_id: str) -> str | None: ...
     def denormalised(self, record_id: str) -> dict[str, Any]: ...
@@ -108,7 +121,7 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-class SqlLedger(LedgerReads):
+class SqlLedger(LedgerReads, RetentionStore):
     """The ledger logic over a DB-API connection; subclasses give the DDL and head locking.
 
     SQL is written with `?` placeholders; `PARAM` is what the driver wants instead.
@@ -313,14 +326,19 @@ class SqlLedger(LedgerReads):
         rows = self._x(
             "SELECT r.time_ns, r.record_id, r.source, r.sequence, r.department, r.model, "
             "r.purpose, r.outcome, r.status_code, r.prompt_tokens, r.completion_tokens, "
-            "l.subject_pseudonym FROM records r "
+            "l.subject_pseudonym, r.body FROM records r "
             "LEFT JOIN subject_links l ON l.record_id = r.record_id"
             f"{where} ORDER BY {order} LIMIT ?",
             [*params, limit],
         ).fetchall()
         out = []
         for row in rows:
-            d = dict(zip(QUERY_COLUMNS, row, strict=True))
+            d = dict(zip(QUERY_COLUMNS[:-2], row[:-1], strict=True))
+            # Digest and door live only in the hashed body; older records have no digest, and
+            # those written before the door was recorded came through gRPC.
+            body = json.loads(row[-1])
+            d["model_digest"] = body.get("model_digest", "")
+            d["interface"] = body.get("interface", "grpc")
             d["subject"] = d["subject"] if d["subject"] is not None else "(erased)"
             out.append(d)
         return out
@@ -376,4 +394,5 @@ def schema(id_column: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS checkpoints (
             id {id_column}, created_ns BIGINT NOT NULL, payload TEXT NOT NULL,
             signature TEXT NOT NULL, public_key TEXT NOT NULL)""",
+        *retention_schema(id_column),
     ]

@@ -72,9 +72,18 @@ def usage_dicts(rows: Sequence[UsageRow]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]
 
 
+class ChartsUnavailable(ValueError):
+    """The optional `charts` extra (matplotlib) is not installed; the runtime image omits it."""
+
+
 def render_png(rows: Sequence[UsageRow], path: str, title: str) -> None:
     """A bar chart of requests and tokens per department (Agg backend: no display needed)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise ChartsUnavailable(
+            "--png needs matplotlib, an optional extra: pip install 'llm-gateway[charts]'"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

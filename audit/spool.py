@@ -28,6 +28,10 @@ SPOOL_PENDING_BYTES = Gauge("llmgw_audit_spool_pending_bytes", "Undelivered byte
 SPOOL_FULL_REFUSALS = Counter(
     "llmgw_audit_spool_full_total", "Appends refused: spool quota reached"
 )
+SPOOL_ANONYMOUS_REFUSALS = Counter(
+    "llmgw_audit_spool_anonymous_full_total",
+    "Records without an authenticated subject refused: their share of the quota is used up",
+)
 
 T = TypeVar("T")
 
@@ -36,7 +40,8 @@ CREATE TABLE IF NOT EXISTS spool (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: never reused after delivery
     record_id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    anonymous INTEGER NOT NULL DEFAULT 0  -- 1: no authenticated subject (counts in its share)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -47,10 +52,13 @@ class SpoolFull(Exception):
 
 
 class _Append:
-    __slots__ = ("future", "loop", "record")
+    __slots__ = ("anonymous", "future", "loop", "record")
 
-    def __init__(self, record: AuditRecord, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, record: AuditRecord, loop: asyncio.AbstractEventLoop, anonymous: bool
+    ) -> None:
         self.record = record
+        self.anonymous = anonymous
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
 
@@ -71,7 +79,10 @@ class AuditSpool:
     thread owns the database; appends that arrive while it is committing are committed
     together (group commit: one fsync for the group). The spool assigns `source` and a
     strictly increasing `sequence`. Delivered records are deleted; `is_full` is true once the
-    undelivered bytes reach `quota_bytes`, and `append` then raises `SpoolFull`.
+    undelivered bytes reach `quota_bytes`, and `append` then raises `SpoolFull`. Records appended
+    as `anonymous` (no authenticated subject: anyone can cause them) may hold at most
+    `anonymous_share` of the quota, so that they can never fill the spool for authenticated
+    callers.
     `max_batch=1` turns group commit off (one fsync per record; for the benchmark).
     """
 
@@ -82,14 +93,18 @@ class AuditSpool:
         quota_bytes: int,
         source: str,
         max_batch: int = 1024,
+        anonymous_share: float = 0.1,
     ) -> None:
         if quota_bytes <= 0:
             raise ValueError("audit spool quota_bytes must be positive")
+        if not 0.0 <= anonymous_share <= 1.0:
+            raise ValueError("audit spool anonymous_share must be between 0 and 1")
         if not source:
             raise ValueError("audit spool source (the gateway replica id) must not be empty")
         self.path = Path(path)
         self.source = source
         self.quota_bytes = quota_bytes
+        self.anonymous_quota_bytes = int(quota_bytes * anonymous_share)
         self.max_batch = max_batch
         self.commits = 0
         self.appends = 0
@@ -100,13 +115,19 @@ class AuditSpool:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(spool)")}
+        if "anonymous" not in columns:  # a spool written by an older version
+            self._conn.execute("ALTER TABLE spool ADD COLUMN anonymous INTEGER NOT NULL DEFAULT 0")
         try:
             self._check_source()
         except ValueError:
             self._conn.close()
             raise
-        row = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM spool").fetchone()
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(size * anonymous), 0) FROM spool"
+        ).fetchone()
         self._pending_bytes: int = row[0]
+        self._anonymous_bytes: int = row[1]
         SPOOL_PENDING_BYTES.set(self._pending_bytes)
         self._thread = threading.Thread(target=self._run, name="audit-spool-writer", daemon=True)
         self._thread.start()
@@ -136,15 +157,26 @@ class AuditSpool:
     def remove_listener(self, callback: Callable[[], None]) -> None:
         self._listeners.remove(callback)
 
-    async def append(self, record: AuditRecord) -> None:
-        """Make `record` durable; raises SpoolFull when the quota is reached."""
+    @property
+    def anonymous_bytes(self) -> int:
+        return self._anonymous_bytes
+
+    async def append(self, record: AuditRecord, *, anonymous: bool = False) -> None:
+        """Make `record` durable; raises SpoolFull when the quota (or, for an `anonymous`
+        record, the anonymous share of it) is reached."""
         if self.is_full:
             SPOOL_FULL_REFUSALS.inc()
             raise SpoolFull(
                 f"audit spool {self.path} holds {self._pending_bytes} undelivered bytes "
                 f"(quota {self.quota_bytes}); the audit store must catch up first"
             )
-        item = _Append(record, asyncio.get_running_loop())
+        if anonymous and self._anonymous_bytes >= self.anonymous_quota_bytes:
+            SPOOL_ANONYMOUS_REFUSALS.inc()
+            raise SpoolFull(
+                f"audit spool {self.path} holds {self._anonymous_bytes} undelivered bytes of "
+                f"unauthenticated calls (their share: {self.anonymous_quota_bytes})"
+            )
+        item = _Append(record, asyncio.get_running_loop(), anonymous)
         self._queue.put(item)
         # A cancelled wait cancels only `item.future`: the writer commits every queued record
         # regardless, so a cancelled request still gets its record written.
@@ -174,13 +206,18 @@ class AuditSpool:
 
         def delete(c: sqlite3.Connection) -> None:
             c.execute("BEGIN IMMEDIATE")
-            freed = 0
+            freed = anonymous = 0
             for seq in seqs:
-                row = c.execute("DELETE FROM spool WHERE sequence = ? RETURNING size", (seq,))
+                row = c.execute(
+                    "DELETE FROM spool WHERE sequence = ? RETURNING size, anonymous", (seq,)
+                )
                 got = row.fetchone()
-                freed += got[0] if got else 0
+                if got:
+                    freed += got[0]
+                    anonymous += got[0] * got[1]
             c.execute("COMMIT")
             self._pending_bytes -= freed
+            self._anonymous_bytes -= anonymous
             SPOOL_PENDING_BYTES.set(self._pending_bytes)
 
         await self._call(delete)
@@ -225,19 +262,20 @@ class AuditSpool:
                         item.future.set_exception(err)
 
     def _commit(self, appends: list[_Append]) -> None:
-        added = 0
+        added = anonymous = 0
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             for item in appends:
                 body = json.dumps(item.record.to_dict(), separators=(",", ":"))
                 # A record appended twice (a retried request) is stored once.
                 cur = self._conn.execute(
-                    "INSERT INTO spool (record_id, body, size) VALUES (?, ?, ?) "
+                    "INSERT INTO spool (record_id, body, size, anonymous) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(record_id) DO NOTHING",
-                    (item.record.record_id, body, len(body)),
+                    (item.record.record_id, body, len(body), int(item.anonymous)),
                 )
                 if cur.rowcount:
                     added += len(body)
+                    anonymous += len(body) if item.anonymous else 0
             self._conn.execute("COMMIT")
         except sqlite3.Error as err:
             log.error("audit spool commit failed: %s", err)
@@ -248,6 +286,7 @@ class AuditSpool:
         self.commits += 1
         self.appends += len(appends)
         self._pending_bytes += added
+        self._anonymous_bytes += anonymous
         SPOOL_COMMITS.inc()
         SPOOL_APPENDS.inc(len(appends))
         SPOOL_PENDING_BYTES.set(self._pending_bytes)

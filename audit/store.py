@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from audit.coarsen import coarsen_checkpoints
 from audit.ledger import AppendResult, Ledger
 from audit.otlp import audit_spans, decode_all
 from audit.record import AuditRecord
+from audit.retention import SourceRetention, describe, load_rules, retain
 from audit.settings import AuditStoreSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,12 @@ class LedgerGate:
     async def append(self, records: list[AuditRecord]) -> AppendResult:
         async with self._lock:
             return await asyncio.to_thread(self.ledger.append, records)
+
+    async def retain(self, policy_dir: str, default_days: int | None) -> list[SourceRetention]:
+        """Run retention now under the policy directory's current purpose register."""
+        rules = await asyncio.to_thread(load_rules, policy_dir, default_days)
+        async with self._lock:
+            return await asyncio.to_thread(retain, self.ledger, rules, self._key, time.time_ns())
 
     async def checkpoint(self) -> Checkpoint | None:
         """Sign the current chain heads, unless nothing changed since the last checkpoint."""
@@ -143,6 +151,8 @@ class AuditStoreHandle:
     gate: LedgerGate
     health: health.aio.HealthServicer
     _checkpointer: asyncio.Task[None]
+    _retainer: asyncio.Task[None] | None = None
+    _retain_stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @property
     def ledger(self) -> Ledger:
@@ -154,6 +164,9 @@ class AuditStoreHandle:
         self._checkpointer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._checkpointer
+        if self._retainer is not None:  # a run in its thread finishes first: never cut it short
+            self._retain_stop.set()
+            await self._retainer
         await self.gate.checkpoint()
         await asyncio.to_thread(self.gate.ledger.close)
 
@@ -167,6 +180,19 @@ async def _checkpoint_loop(gate: LedgerGate, interval_s: float) -> None:
             log.exception("audit checkpoint failed")
 
 
+async def _retain_loop(gate: LedgerGate, settings: AuditStoreSettings, stop: asyncio.Event) -> None:
+    assert settings.retain_policy_dir is not None
+    while not stop.is_set():
+        try:
+            results = await gate.retain(settings.retain_policy_dir, settings.retain_default_days)
+            for line in describe(results, dry_run=False):
+                log.info("retention: %s", line)
+        except Exception:  # a policy being edited or a failed run must not stop later runs
+            log.exception("audit retention run failed; retrying at the next interval")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.retain_interval_s)
+
+
 def _server_credentials(settings: AuditStoreSettings) -> grpc.ServerCredentials | None:
     if not (settings.tls_cert_file and settings.tls_key_file):
         return None
@@ -177,6 +203,8 @@ def _server_credentials(settings: AuditStoreSettings) -> grpc.ServerCredentials 
 async def serve_store(settings: AuditStoreSettings) -> AuditStoreHandle:
     """Start the store in this event loop (for `llm-audit serve` and the dev stack)."""
     settings.check()
+    if settings.retain_policy_dir is not None:  # refuse to start on a register retention rejects
+        load_rules(settings.retain_policy_dir, settings.retain_default_days)
     key = load_or_create_signing_key(settings.keys_dir)
     ledger = await asyncio.to_thread(open_ledger, settings.db_path, settings.postgres_dsn)
     gate = LedgerGate(ledger, key)
@@ -194,5 +222,8 @@ async def serve_store(settings: AuditStoreSettings) -> AuditStoreHandle:
     await server.start()
     await health_servicer.set(TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     task = asyncio.create_task(_checkpoint_loop(gate, settings.checkpoint_interval_s))
+    handle = AuditStoreHandle(port, server, gate, health_servicer, task)
+    if settings.retain_policy_dir is not None:
+        handle._retainer = asyncio.create_task(_retain_loop(gate, settings, handle._retain_stop))
     log.info("audit store listening on port %d", port)
-    return AuditStoreHandle(port, server, gate, health_servicer, task)
+    return handle

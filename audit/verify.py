@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.chain_check import ChainOutcome, ChainPlan, Problem, check_chain
 from audit.checkpoint import Checkpoint, raw_public_key
 from audit.ledger import Ledger
+from audit.retention_check import collect_retention
 
 __all__ = ["DEFAULT_MAX_CHECKPOINT_AGE_S", "Problem", "VerifyResult", "verify"]
 
@@ -36,6 +37,7 @@ class VerifyResult:
     newest: Checkpoint | None = None  # newest checkpoint with a valid signature by the pinned key
     uncovered: int = 0  # records after the newest checkpoint's heads (appended since it)
     incremental_from: int | None = None  # created_ns of the checkpoint an incremental run began at
+    retention: list[str] = field(default_factory=list)  # what signed retention statements removed
 
     @property
     def ok(self) -> bool:
@@ -88,6 +90,12 @@ def _add_checkpoint(
         result.newest = cp
     for source, (index, head_hash) in heads.items():
         plan = plans.plan(source)
+        if plan.cut is not None and index <= plan.cut[0]:  # pruned: nothing left to compare
+            if index == plan.cut[0] and head_hash != plan.cut[1]:
+                result.problems.append(
+                    _cp_problem(cp, f"signs another hash for {source}'s pruning cut at {index}")
+                )
+            continue
         if plan.start is not None and index < plan.start[0]:
             result.problems.append(
                 _cp_problem(
@@ -189,6 +197,14 @@ def verify(
         result.newest = start
         for source, head in start.heads().items():
             plans.plan(source).start = (head.chain_index, head.hash)
+    found = collect_retention(
+        ledger.iter_retention_checkpoints(),
+        public_key,
+        raw_public_key(public_key).hex() if public_key is not None else "",
+        plans.plan,
+    )
+    result.problems.extend(found.problems)
+    result.retention = found.prunings
     _collect(ledger, witness, public_key, plans, result, after_ns)
     sources = sorted(set(ledger.sources()) | set(plans.by_source))
     todo = [plans.plan(s) for s in sources]

@@ -175,6 +175,8 @@ def run_verify(ledger: Ledger, args: argparse.Namespace) -> int:
     )
     if progress is not None:
         progress.finish()
+    for line in result.retention:
+        print(f"retention: {line}")
     for p in result.problems:
         print(f"FAIL [{p.kind}] {p.message}")
     status = "OK" if result.ok else "TAMPERED"

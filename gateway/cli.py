@@ -8,15 +8,16 @@ import os
 import sys
 from pathlib import Path
 
+from common.settings import SettingsError
 from gateway.auth.cli import add_token_command
 from gateway.client_cli import add_ask_command
-from gateway.config import SettingsError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.logging_setup import configure_logging
-    from gateway.residency import ResidencyViolation
-    from gateway.server import run_event_loop, serve
+    from common.egress import ResidencyViolation
+    from common.eventloop import run_event_loop
+    from gateway.process.logging_setup import configure_logging
+    from gateway.process.server import serve
     from gateway.settings import load_settings
     from policy.issues import PolicyError
 
@@ -24,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, os.environ)
         configure_logging(settings.logging)
         if settings.server.processes > 1:
-            from gateway.multiprocess import run_processes
+            from gateway.process.multiprocess import run_processes
 
             return run_processes(settings)
         run_event_loop(serve(settings))
@@ -42,12 +43,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     """Validate a settings file offline: every key, the production rules, the egress allowlist."""
-    from gateway.residency import EgressGuard, ResidencyViolation
-    from gateway.server import check_egress, check_production
+    from common.egress import EgressGuard, ResidencyViolation
+    from gateway.process.server import check_egress, check_production
     from gateway.settings import load_settings
 
     try:
         settings = load_settings(args.config, os.environ)
+    except SettingsError as exc:  # names the file already
+        print(exc, file=sys.stderr)
+        return 1
+    try:
         check_production(settings)
         if args.resolve:
             check_egress(settings, EgressGuard(settings.residency))
@@ -61,14 +66,14 @@ def _check_config(args: argparse.Namespace) -> int:
 def _policy_check(args: argparse.Namespace) -> int:
     from policy.checker import main as check
 
-    return check([str(args.directory)])
+    return check([str(args.directory)] + (["--require-register"] if args.require_register else []))
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from gateway.dev import run_dev_stack
-    from gateway.server import run_event_loop
+    from common.eventloop import run_event_loop
+    from gateway.process.dev import run_dev_stack
 
-    run_event_loop(run_dev_stack(args.port, args.data_dir))
+    run_event_loop(run_dev_stack(args.port, args.data_dir, http_port=args.http_port))
     return 0
 
 
@@ -81,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     dev = commands.add_parser("dev", help="run gateway + simulated worker on loopback")
     dev.add_argument("--port", type=int, default=50051)
+    dev.add_argument(
+        "--http-port", type=int, default=8080, help="OpenAI-compatible HTTP port (0: a free one)"
+    )
     dev.add_argument("--data-dir", type=Path, default=Path(".data"))
     dev.set_defaults(func=_dev)
     check_config = commands.add_parser("check-config", help="validate a settings file offline")
@@ -95,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser("check", help="check a policy directory offline (exit 0/1)")
     check.add_argument("directory", type=Path)
+    check.add_argument(
+        "--require-register",
+        action="store_true",
+        help="fail unless the directory has models.yaml and purposes.yaml (production)",
+    )
     check.set_defaults(func=_policy_check)
     return parser
 

@@ -37,8 +37,8 @@ from llmgateway.v1 import gateway_pb2_grpc as pb_grpc
 from llmgateway.worker.v1 import worker_pb2 as wpb
 from llmgateway.worker.v1 import worker_pb2_grpc as wpb_grpc
 
+from common.eventloop import run_event_loop
 from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
-from gateway.server import run_event_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DEFAULTS = ROOT / "policy" / "examples" / "health-region" / "defaults.yaml"
@@ -313,6 +313,7 @@ async def start_gateway(
     *,
     redis_url: str | None = None,
     processes: int = 1,
+    http_port: int | None = None,
 ) -> GatewayStack:
     """A full gateway (dev-key JWT, policy, limiter, audit spool, tracing off) via the CLI."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +335,8 @@ async def start_gateway(
         "logging": {"level": "WARNING"},
         "data_dir": str(data_dir),
     }
+    if http_port is not None:  # the OpenAI-compatible HTTP door as well
+        config["http"] = {"listen": f"127.0.0.1:{http_port}"}
     path = data_dir / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     argv = [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve", "--config",
@@ -464,7 +467,7 @@ class BareProxy(pb_grpc.InferenceServiceServicer):
 
 
 async def _serve_worker(port: int, sim: dict[str, Any]) -> None:
-    from gateway.server import wait_for_shutdown_signal
+    from common.eventloop import wait_for_shutdown_signal
     from workers.server import start_worker as start_worker_server
     from workers.sim import SimConfig, SimEngine
 
@@ -475,7 +478,7 @@ async def _serve_worker(port: int, sim: dict[str, Any]) -> None:
 
 
 async def _serve_proxy(port: int, worker: str) -> None:
-    from gateway.server import wait_for_shutdown_signal
+    from common.eventloop import wait_for_shutdown_signal
 
     channel = grpc.aio.insecure_channel(worker)
     server = grpc.aio.server()

@@ -1,7 +1,8 @@
 """Benchmark 5: admission cost at 10 vs 1,000 departments, pick cost at 2 vs 200 workers.
 
 Run: ``python -m load_tests.bench_scale [--requests N] [--picks N]``. Admission is what the
-request path does before routing: the policy decision (`gateway.admission.decide_policy` over a
+request path does before routing: the policy decision
+(`gateway.request.admission.decide_policy` over a
 generated policy of N departments, each with its own caps, limits and guard patterns) and the
 limiter's admit + complete on a real redis-server, with callers spread over the N departments.
 Routing reuses `bench_routing`'s fleets. Each figure is CPU per request of this process (the
@@ -17,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.admission import admission, decide_policy
 from gateway.auth.principal import Principal
-from gateway.domain import GenerationRequest
 from gateway.limits.redis_limiter import RedisLimiter
 from gateway.limits.settings import LimitsSettings
+from gateway.request.admission import admission, decide_policy
+from gateway.request.domain import GenerationRequest
 from load_tests import bench_common as bc
 from load_tests import bench_policy, bench_routing
 from policy import load_directory

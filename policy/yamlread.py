@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from common import yamlsafe
 from policy.issues import Issue
 
 _STR = "tag:yaml.org,2002:str"
@@ -29,21 +29,16 @@ def join(path: str, key: str) -> str:
 
 
 def compose(text: str, display: str, issues: list[Issue]) -> Node | None:
-    """Compose one YAML document into a node tree whose marks carry `display` as the file name."""
-    loader = yaml.SafeLoader(text)
-    loader.name = display
+    """Compose one YAML document into a node tree whose marks carry `display` as the file name.
+
+    Any document is answered with a node tree or an issue: bounded size, depth and alias
+    expansion (`common.yamlsafe`), so a hostile file cannot stall or crash a reload.
+    """
     try:
-        node = loader.get_single_node()
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        issues.append(Issue(display, line, "-", f"invalid YAML: {err.problem or err.context}"))
+        node = yamlsafe.compose(text, display)
+    except yamlsafe.YamlProblem as problem:
+        issues.append(Issue(display, problem.line, "-", problem.message))
         return None
-    except yaml.YAMLError as err:
-        issues.append(Issue(display, 0, "-", f"invalid YAML: {err}"))
-        return None
-    finally:
-        loader.dispose()
     if node is None:
         issues.append(
             Issue(display, 1, "-", "file is empty; write a mapping starting with `version: 1`")
@@ -148,7 +143,11 @@ class Reader:
         if not (isinstance(node, ScalarNode) and node.tag == _INT):
             self.error(node, path, f"expected an integer, got {_describe(node)}")
             return None
-        value = int(_SCALARS.construct_yaml_int(node))
+        try:
+            value = int(_SCALARS.construct_yaml_int(node))
+        except ValueError:  # past Python's int-from-string digit limit
+            self.error(node, path, "expected an integer of reasonable size")
+            return None
         if value < minimum:
             self.error(node, path, f"expected an integer >= {minimum}, got {value}")
             return None

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from llmgateway.worker.v1 import worker_pb2 as pb
 
-from workers.engine import ChatTurn, EngineChunk, EngineLoad, EngineRequest, FinishReason
-
-ROLE_NAMES = {pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
-FINISH_TO_PROTO = {
-    FinishReason.STOP: pb.FINISH_REASON_STOP,
-    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
-    FinishReason.CANCELLED: pb.FINISH_REASON_CANCELLED,
-    FinishReason.TIMEOUT: pb.FINISH_REASON_TIMEOUT,
-}
+from common.types import ChatTurn
+from common.worker_wire import FINISH_TO_PROTO, ROLE_NAMES
+from workers.engine import EngineChunk, EngineLoad, EngineRequest
 
 
 def engine_request(request: pb.GenerateRequest) -> EngineRequest:
@@ -41,7 +35,7 @@ def merge_chunks(chunks: list[EngineChunk]) -> pb.GenerateResponse:
     """One response message for chunks that piled up while the previous message was sent."""
     last = chunks[-1]
     prompt_tokens = next((c.prompt_tokens for c in chunks if c.prompt_tokens), 0)
-    return pb.GenerateResponse(
+    message = pb.GenerateResponse(
         text="".join(c.text for c in chunks),
         token_count=sum(c.token_count for c in chunks),
         finish_reason=(
@@ -52,9 +46,12 @@ def merge_chunks(chunks: list[EngineChunk]) -> pb.GenerateResponse:
         prompt_tokens=prompt_tokens,
         completion_tokens=last.completion_tokens,
     )
+    if last.max_tokens is not None:
+        message.max_tokens = last.max_tokens
+    return message
 
 
-def load_message(load: EngineLoad, *, draining: bool) -> pb.Load:
+def load_message(load: EngineLoad, *, draining: bool, failed: bool = False) -> pb.Load:
     """The protobuf load report."""
     return pb.Load(
         active=load.active,
@@ -62,5 +59,6 @@ def load_message(load: EngineLoad, *, draining: bool) -> pb.Load:
         free_slots=0 if draining else load.free_slots,
         max_slots=load.max_slots,
         kv_cache_utilization=load.kv_cache_utilization,
-        draining=draining,
+        draining=draining or failed,
+        failed=failed,
     )

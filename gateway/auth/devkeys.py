@@ -12,8 +12,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from common.settings import SettingsError
 from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER, AuthSettings
-from gateway.config import SettingsError
 
 DEV_KEY_NAME = "auth/dev-signing-key.pem"
 

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from common.settings import SettingsError
 from gateway.auth.settings import AuthSettings
-from gateway.config import SettingsError
 
 log = logging.getLogger(__name__)
 

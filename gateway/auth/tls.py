@@ -6,8 +6,8 @@ from pathlib import Path
 
 import grpc
 
+from common.settings import SettingsError
 from gateway.auth.settings import AuthSettings
-from gateway.config import SettingsError
 
 
 def _read(path: str, key: str) -> bytes:

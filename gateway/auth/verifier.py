@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -20,7 +21,7 @@ from gateway.auth.jwks import JwksUrlKeys
 from gateway.auth.keys import CombinedKeys, KeySource, VerificationKey, load_static_keys
 from gateway.auth.principal import Principal
 from gateway.auth.settings import AuthSettings
-from gateway.errors import Unauthenticated, error_info
+from gateway.request.errors import Unauthenticated, error_info
 
 VERIFICATIONS = Counter(
     "llmgw_auth_verifications_total", "Accepted tokens by how they were checked", ["path"]
@@ -177,6 +178,12 @@ class JwtVerifier:
                 continue  # another key of the same kid/algorithm may have signed it
             except jwt.PyJWTError as err:
                 raise _rejection(err) from None
+            except (OverflowError, ValueError, TypeError):
+                # pyjwt's int() of a time claim: `1e400` is infinity, which int() refuses.
+                raise TokenRejected(
+                    "malformed", "token time claims must be finite numbers (RFC 7519)"
+                ) from None
+            _check_numeric_dates(claims)
             # pyjwt compares `iss` exactly for a str issuer; checked again because a prefix or
             # suffix match here would let another realm of the same provider in.
             if claims.get("iss") != s.issuer:
@@ -226,6 +233,25 @@ class JwtVerifier:
             expires_at=float(claims["exp"]),
             certificate_subject=binding,
         )
+
+
+_TIME_CLAIMS = ("exp", "iat", "nbf")
+
+
+def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
+    """RFC 7519 NumericDate: a JSON number. pyjwt accepts `"1700000000"` (it calls int())."""
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if value is None and name == "nbf":
+            continue
+        if not (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ):
+            raise TokenRejected(
+                "malformed",
+                f"token claim '{name}' must be a number of seconds since 1970 (RFC 7519 "
+                "NumericDate), not a string",
+            )
 
 
 def _decode_header(token: str) -> dict[str, Any]:

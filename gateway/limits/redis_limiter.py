@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -69,6 +70,10 @@ class RedisLimiter:
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._orphans: set[asyncio.Task[None]] = set()
+        # A failed completion is retried until its lease would have expired anyway.
+        self._completion_tries = max(
+            3, math.ceil(self._settings.lease_ttl_s / self._settings.retry_interval_s)
+        )
 
     @classmethod
     def from_settings(
@@ -105,7 +110,8 @@ class RedisLimiter:
         ]
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._client.run(self._admit_script, keys=keys, args=args)
+                with metrics.store_call("admit"):
+                    reply = await self._client.run(self._admit_script, keys=keys, args=args)
         except _STORE_ERRORS as err:
             self._store_failed("admit", err)
             # The script may have run before the reply was lost: release whatever it reserved.
@@ -125,6 +131,11 @@ class RedisLimiter:
             result = self._fallback.complete_now(lease, used_tokens)
         else:
             result = await self._reconcile(lease, used_tokens)
+            if result is Completion.FAILED:
+                # The script may never have run (a dropped connection): without another try the
+                # lease stays held for lease_ttl_s and the unused tokens charged until the
+                # reservation expires. complete.lua is idempotent, so retry in the background.
+                self._retry_later(lease, used_tokens, self._completion_tries)
         metrics.COMPLETIONS.labels(result=result.value).inc()
         return result
 
@@ -134,11 +145,12 @@ class RedisLimiter:
         now = int(self._clock() * 1000)
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._client.run(
-                    self._complete_script,
-                    keys=lease.keys,
-                    args=[now, lease.request_id, used_tokens, self._res_ttl_ms],
-                )
+                with metrics.store_call("complete"):
+                    reply = await self._client.run(
+                        self._complete_script,
+                        keys=lease.keys,
+                        args=[now, lease.request_id, used_tokens, self._res_ttl_ms],
+                    )
         except _STORE_ERRORS as err:
             if background:
                 # A background release must not postpone the next probe of Redis: during an
@@ -161,11 +173,12 @@ class RedisLimiter:
         now = int(self._clock() * 1000)
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._client.run(
-                    self._heartbeat_script,
-                    keys=lease.keys,
-                    args=[now, lease.request_id, self._lease_ttl_ms, self._res_ttl_ms],
-                )
+                with metrics.store_call("heartbeat"):
+                    reply = await self._client.run(
+                        self._heartbeat_script,
+                        keys=lease.keys,
+                        args=[now, lease.request_id, self._lease_ttl_ms, self._res_ttl_ms],
+                    )
         except _STORE_ERRORS as err:
             self._store_failed("heartbeat", err)
             return True
@@ -248,8 +261,6 @@ class RedisLimiter:
         )
 
     def _release_later(self, admission: Admission, keys: tuple[str, ...]) -> None:
-        if len(self._orphans) >= _ORPHAN_RELEASE_LIMIT:
-            return  # the reservation TTL cleans up what we cannot track
         lease = Lease(
             request_id=admission.request_id,
             department=admission.department,
@@ -258,15 +269,22 @@ class RedisLimiter:
             backend=Backend.REDIS,
             keys=keys,
         )
-        task = asyncio.get_running_loop().create_task(self._release_orphan(lease))
+        # A few spaced tries; completing a reservation that never happened changes nothing.
+        self._retry_later(lease, 0, 3)
+
+    def _retry_later(self, lease: Lease, used_tokens: int, tries: int) -> None:
+        if len(self._orphans) >= _ORPHAN_RELEASE_LIMIT:
+            return  # the reservation TTL cleans up what we cannot track
+        task = asyncio.get_running_loop().create_task(
+            self._reconcile_later(lease, used_tokens, tries)
+        )
         self._orphans.add(task)
         task.add_done_callback(self._orphans.discard)
 
-    async def _release_orphan(self, lease: Lease) -> None:
-        # A few spaced tries; completing a reservation that never happened changes nothing.
-        for _ in range(3):
+    async def _reconcile_later(self, lease: Lease, used_tokens: int, tries: int) -> None:
+        for _ in range(tries):
             await asyncio.sleep(self._settings.retry_interval_s)
-            if await self._reconcile(lease, 0, background=True) is not Completion.FAILED:
+            if await self._reconcile(lease, used_tokens, background=True) is not Completion.FAILED:
                 return
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from gateway.residency import resolve_system
+from common.egress import resolve_system
 from gateway.routing.registry import Publish
 from gateway.routing.settings import split_target
 

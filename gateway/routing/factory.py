@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.residency import resolve_system
+from common.egress import resolve_system
 from gateway.routing.dns_discovery import DnsDiscovery, Resolver
 from gateway.routing.registry import Discovery, EgressCheck, StaticDiscovery, WorkerRegistry
 from gateway.routing.settings import RoutingSettings
@@ -20,8 +20,8 @@ def build_registry(
         sources.append(DnsDiscovery(settings.dns_names, settings.dns_refresh_s, resolver=resolver))
     if settings.redis_url is not None:
         # Imported only when used: redis-py alone costs the process ~11 MB of memory.
+        from common.worker_registry import redis_client
         from gateway.routing.redis_discovery import RedisDiscovery
-        from workers.registration import redis_client
 
         client = redis_client(settings.redis_url, settings.redis_timeout_s)
         sources.append(

@@ -9,8 +9,8 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from common.worker_registry import advert_key, index_key
 from gateway.routing.registry import Publish
-from workers.registration import advert_key, index_key
 
 log = logging.getLogger(__name__)
 

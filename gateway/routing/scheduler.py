@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from gateway.errors import ResourceExhausted, Unavailable, retry_info
+from gateway.request.errors import ResourceExhausted, Unavailable, retry_info
 from gateway.routing.metrics import QUEUE_DEPTH, QUEUE_WAIT, SHED
 from gateway.routing.settings import RoutingSettings
 from gateway.routing.worker import WorkerState

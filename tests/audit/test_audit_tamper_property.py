@@ -133,11 +133,11 @@ def _mutate(conn: sqlite3.Connection, table: str, action: str, data: st.DataObje
         return f"reorder {table} rows {pick} and {other}"
     # insert
     if table == "records":
-        cols = ", ".join(RECORD_COLUMNS)
-        row = conn.execute(f"SELECT {cols} FROM records WHERE rowid = ?", (pick,)).fetchone()
+        names = ", ".join(RECORD_COLUMNS)
+        row = conn.execute(f"SELECT {names} FROM records WHERE rowid = ?", (pick,)).fetchone()
         index = data.draw(st.integers(min_value=1, max_value=9))
         values = (row[0], index, "forged", *row[3:])
-        conn.execute(f"INSERT INTO records ({cols}) VALUES ({', '.join('?' * 15)})", values)
+        conn.execute(f"INSERT INTO records ({names}) VALUES ({', '.join('?' * 15)})", values)
         return f"insert a copy of record row {pick} at chain index {index}"
     if table == "contents":
         bare = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from audit.pseudonym import content_hasher, content_hmac
-from gateway.domain import Answer
+from gateway.request.domain import Answer
 
 KEY = b"k" * 32
 PARTS = ["Patient ", "stable; ", "", "review ", "at 14:00 — ", "ok"]

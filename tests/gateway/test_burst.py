@@ -9,7 +9,7 @@ import grpc
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
-from gateway.server import GatewayHandle
+from gateway.process.server import GatewayHandle
 
 BURST = 1_500  # gRPC core cancels calls beyond 1,000 waiting to be accepted, by default
 

@@ -11,7 +11,7 @@ import sys
 
 PROBE = """
 import sys
-import gateway.cli, gateway.server, gateway.settings, gateway.logging_setup
+import gateway.cli, gateway.process.server, gateway.settings, gateway.process.logging_setup
 from gateway.limits import LimitsSettings, build_limiter
 from gateway.routing.factory import build_registry
 from gateway.routing.settings import RoutingSettings

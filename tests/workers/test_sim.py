@@ -7,15 +7,10 @@ import time
 
 import pytest
 
-from workers.engine import (
-    EngineChunk,
-    EngineOverloaded,
-    EngineRequest,
-    FinishReason,
-    InvalidEngineRequest,
-)
+from common.tokenizer import count_tokens
+from common.types import FinishReason
+from workers.engine import EngineChunk, EngineOverloaded, EngineRequest, InvalidEngineRequest
 from workers.sim import SimConfig, SimEngine
-from workers.tokenizer import count_tokens
 
 MODEL = "llama-3.1-8b-instruct"
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from common.settings import SettingsError
 from gateway.auth.settings import AuthSettings, MtlsSettings
 from gateway.auth.tls import server_credentials
-from gateway.config import SettingsError
 from tests.gateway.auth.authkit import Signer, StartServer, bearer
 from tests.support.pki import Ca
 
@@ -45,7 +45,7 @@ async def _call(
         root_certificates=ca.pem, private_key=key, certificate_chain=cert
     )
     async with grpc.aio.secure_channel(address, credentials) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
         response: gateway_pb2.ListModelsResponse = await stub.ListModels(
             gateway_pb2.ListModelsRequest(), metadata=bearer(token), timeout=10
         )

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audit.settings import AuditSpoolSettings
+from common.eventloop import wait_for_shutdown_signal
 from gateway.auth.devkeys import dev_auth_settings
+from gateway.process.server import start_gateway
 from gateway.routing.settings import RoutingSettings
-from gateway.server import start_gateway, wait_for_shutdown_signal
 from gateway.settings import GatewaySettings, ServerSettings
 from policy.settings import PolicySettings
 from workers.server import start_worker

@@ -9,9 +9,9 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, get_current_span
 
-from gateway import telemetry
-from gateway.residency import EgressGuard, ResidencySettings
-from gateway.telemetry import TelemetrySettings, Tracing, start_tracing
+from common import telemetry
+from common.egress import EgressGuard, ResidencySettings
+from common.telemetry import TelemetrySettings, Tracing, start_tracing
 
 METHOD = "/test.Echo/Call"
 

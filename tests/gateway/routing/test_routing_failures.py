@@ -11,9 +11,9 @@ from llmgateway.v1 import gateway_pb2 as gpb
 from llmgateway.v1 import gateway_pb2_grpc
 from llmgateway.worker.v1 import worker_pb2
 
+from gateway.process.server import GatewayHandle
 from gateway.routing.candidates import HashRing
 from gateway.routing.picker import affinity_digest
-from gateway.server import GatewayHandle
 from tests.helpers import StartGateway, StartWorker, wait_until
 from workers.server import WorkerHandle
 from workers.sim import SimConfig

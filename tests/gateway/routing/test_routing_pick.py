@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import pytest
 from llmgateway.worker.v1 import worker_pb2 as pb
 
-from gateway.errors import Unavailable
+from gateway.request.errors import Unavailable
 from gateway.routing.candidates import CandidateIndex, HashRing
 from gateway.routing.picker import affinity_digest, pick
 from gateway.routing.registry import StaticRegistry
@@ -253,7 +253,7 @@ async def test_the_index_follows_models_and_pools_a_worker_reports(
     assert router.serves(MODEL) and router.pick(MODEL, ("onprem-gpu",)) is not None
     assert not router.serves("mistral-7b-instruct")
 
-    worker.engine.models = ("mistral-7b-instruct",)  # type: ignore[misc]
+    worker.engine.models = ("mistral-7b-instruct",)
     await wait_until(lambda: router.serves("mistral-7b-instruct"), within=2.0)
     assert not router.serves(MODEL)
     with pytest.raises(Unavailable):

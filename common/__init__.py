@@ -1,0 +1,1 @@
+"""Shared by gateway, workers and audit store: types, tokenizer, telemetry, egress, event loop."""

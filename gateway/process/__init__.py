@@ -1,0 +1,1 @@
+"""Process plumbing: server start and shutdown, several processes, metrics, logging, dev stack."""

@@ -1,0 +1,1 @@
+"""The request path: call context, servicer, pipeline (admission, routing, accounting, audit)."""

@@ -1,0 +1,42 @@
+"""The soak's invariant checks fail when their invariant is broken (so a PASS means something)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from load_tests import soak, soak_stack
+from tests.support.redis_server import RedisServer
+
+
+def _soak(seconds: float, memory: list[tuple[float, int]]) -> soak.Soak:
+    stack: Any = None  # the memory check reads samples only
+    return soak.Soak(stack, seconds, 10.0, random.Random(0), memory=memory)
+
+
+def test_memory_check_fails_on_growth_and_passes_when_flat() -> None:
+    mb = 2**20
+    flat: list[tuple[float, int]] = [(t, 70 * mb) for t in range(0, 61, 2)]
+    growing: list[tuple[float, int]] = [(t, (70 + t) * mb) for t in range(0, 61, 2)]
+    assert soak._memory(_soak(60, flat)).ok
+    assert not soak._memory(_soak(60, growing)).ok
+
+
+def test_lease_check_fails_on_a_held_lease_or_an_open_reservation(tmp_path: Path) -> None:
+    base = f"llmgw:{{dept:{soak_stack.DEPARTMENT}}}"
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            assert soak._leases(client).ok
+            client.zadd(f"{base}:d:streams", {"r1": 1})
+            assert not soak._leases(client).ok
+            client.delete(f"{base}:d:streams")
+            client.hset(f"{base}:res:r2", mapping={"held": 1, "reserved": 10})
+            assert not soak._leases(client).ok
+            client.hset(f"{base}:res:r2", "used", 7)
+            assert soak._leases(client).ok
+        finally:
+            client.close()
