@@ -119,7 +119,7 @@ class Gate:
         try:
             with trace.stage("limits"):
                 lease, quota = await admit_limits(
-                    self.limiter, request_id, principal, decision, prompt_tokens + max_tokens
+                    self.limiter, request_id, principal, decision, prompt_tokens, max_tokens
                 )
         except GatewayError as err:
             outcome.refusal = err
@@ -214,19 +214,28 @@ def limits_refusal(decision: AdmissionDecision, department: str) -> GatewayError
 
 
 async def admit_limits(
-    limiter: RateLimiter, request_id: str, principal: Principal, decision: Decision, tokens: int
+    limiter: RateLimiter,
+    request_id: str,
+    principal: Principal,
+    decision: Decision,
+    prompt_tokens: int,
+    max_tokens: int,
 ) -> tuple[Lease, tuple[tuple[str, str], ...]]:
-    """Reserve the request's tokens and slot; the lease and the remaining-quota metadata.
+    """Reserve the request's tokens (prompt + max output) and slot; the lease and the
+    remaining-quota metadata.
 
     If the caller goes away while the admission is in flight, the admission still completes
-    (it is bounded by the limiter's decision timeout) and whatever it reserved is released at
-    once, so that a cancelled call never holds a slot or tokens.
+    (it is bounded by the limiter's decision timeout) and is settled at once: the slot is freed
+    and the reservation reconciled to the prompt tokens, as for any admitted request that ends
+    before its first token (the exchange charges the same), so that a cancelled call never holds
+    a slot and the charge does not depend on when exactly the caller left.
     """
-    task = asyncio.ensure_future(limiter.admit(admission(request_id, principal, decision, tokens)))
+    question = admission(request_id, principal, decision, prompt_tokens + max_tokens)
+    task = asyncio.ensure_future(limiter.admit(question))
     try:
         result = await asyncio.shield(task)
     except asyncio.CancelledError:
-        release = asyncio.ensure_future(_release_when_admitted(limiter, task))
+        release = asyncio.ensure_future(_release_when_admitted(limiter, task, prompt_tokens))
         _RELEASES.add(release)
         release.add_done_callback(_RELEASES.discard)
         raise
@@ -240,8 +249,8 @@ async def admit_limits(
 
 
 async def _release_when_admitted(
-    limiter: RateLimiter, admitting: asyncio.Future[AdmissionDecision]
+    limiter: RateLimiter, admitting: asyncio.Future[AdmissionDecision], prompt_tokens: int
 ) -> None:
     result = await admitting
     if result.allowed and result.lease is not None:
-        await limiter.complete(result.lease, 0)
+        await limiter.complete(result.lease, prompt_tokens)
