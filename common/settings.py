@@ -28,7 +28,7 @@ from common.weighted import Weighted
 
 T = TypeVar("T")
 Check = Callable[[Any, str], None]
-"""A validator: `(value, key path)`, raising `SettingsError` that names the path."""
+"""A validator (`common.settings_checks`): `(value, key path)`, raising `SettingsError`."""
 
 
 class SettingsError(ValueError):
@@ -222,47 +222,6 @@ def section_type(hint: Any) -> type[Any] | None:
     return _section_of(hint)
 
 
-# Validators: `check=` takes any of these.
-
-
-def positive(value: float, key: str) -> None:
-    if not value > 0:
-        raise SettingsError(f"{key}: must be greater than 0, got {value!r}")
-
-
-def non_negative(value: float, key: str) -> None:
-    if value < 0:
-        raise SettingsError(f"{key}: must be 0 or greater, got {value!r}")
-
-
-def non_empty(value: str, key: str) -> None:
-    if not value.strip():
-        raise SettingsError(f"{key}: must not be empty")
-
-
-def redis_url(value: str | None, key: str) -> None:
-    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{key}: expected a redis://, rediss:// or unix:// URL")
-
-
-def host_port(value: str, key: str) -> None:
-    """`host:port` or `[v6]:port` with a port in 1..65535."""
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"{key}: expected host:port, got {value!r}")
-
-
-def each(check: Check) -> Check:
-    """Apply `check` to every item of a list, naming the item's index."""
-
-    def check_items(values: tuple[Any, ...], key: str) -> None:
-        for i, value in enumerate(values):
-            check(value, f"{key}[{i}]")
-
-    return check_items
-
-
 # Conversion.
 
 _NONE = type(None)
@@ -319,6 +278,7 @@ def _section_of(hint: Any) -> type[Any] | None:
 
 def _item_section(hint: Any) -> type[Any] | None:
     """The section of each item of a `tuple[S, ...]` or `Weighted[S]`, if its items are sections."""
+    hint = _optional(hint) or hint
     if get_origin(hint) in (tuple, Weighted):
         return _section_of(get_args(hint)[0])
     return None

@@ -82,7 +82,8 @@ def _yaml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Weighted):
-        return "{" + ", ".join(f"{_yaml(v)}: {w:g}" for v, w in zip(value.values, value.weights)) + "}"
+        pairs = zip(value.values, value.weights, strict=True)
+        return "{" + ", ".join(f"{_yaml(v)}: {w:g}" for v, w in pairs) + "}"
     if isinstance(value, tuple):
         return "[" + ", ".join(_yaml(v) for v in value) + "]"
     if isinstance(value, enum.Enum):

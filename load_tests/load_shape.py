@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from common.settings import Invalid, positive, setting
+from common.settings import Invalid, setting
+from common.settings_checks import positive
 
 Mode = Literal["closed", "open"]
 Arrival = Literal["uniform", "poisson"]

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Self
 
-from common.settings import Invalid, SettingsError, load_file, non_empty, positive, read, setting
+from common.settings import Invalid, SettingsError, load_file, read, setting
+from common.settings_checks import non_empty, positive
 from common.weighted import Weighted
 from load_tests.load_shape import Load
 from load_tests.slo import Objectives

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from common.settings import SettingsError, non_negative, setting
+from common.settings import SettingsError, setting
+from common.settings_checks import non_negative
 
 if TYPE_CHECKING:  # report imports scenario, which imports this module
     from load_tests.report import ResultsJson

@@ -89,6 +89,39 @@ def test_invalid_scenarios_name_the_key(overrides: dict[str, object], message: s
     assert str(caught.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"naem": "t"}, ": unknown key(s) naem; allowed: name, load, departments, models,"),
+        (
+            {"load": {"mode": "open", "steps": [{"rate": 1, "duraton_s": 1}]}},
+            "load.steps[0]: unknown key(s) duraton_s; allowed: duration_s, concurrency, rate",
+        ),
+        (
+            {"load": {"mode": "closed", "concurrency": 1, "duration_s": 1, "arival": "x"}},
+            "load: unknown key(s) arival; allowed: mode, steps, duration_s, concurrency, rate,"
+            " arrival, max_in_flight",
+        ),
+        (
+            {"departments": [{"name": "d", "token": {"fiel": "a"}}]},
+            "departments[0].token: unknown key(s) fiel; allowed: file, command, refresh_s",
+        ),
+        (
+            {"slo": {"p99ms": 5}},
+            "slo: unknown key(s) p99ms; allowed: error_ratio, p99_ms, ttft_p99_ms, allow_exhausted",
+        ),
+    ],
+)
+def test_a_misspelled_key_names_the_file_the_key_path_and_the_allowed_keys(
+    write_scenario: WriteScenario, section: dict[str, object], message: str
+) -> None:
+    path = write_scenario(base(**section))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    where = "settings" if message.startswith(":") else ""
+    assert str(caught.value).startswith(f"{path}: {where}{message}")
+
+
 def test_token_file_is_read_relative_to_the_scenario(write_scenario: WriteScenario) -> None:
     path = write_scenario(base(departments=[{"name": "d", "token": {"file": "t/d.jwt"}}]))
     (path.parent / "t").mkdir()
