@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.settings import Invalid, SettingsError, positive, setting
+from common.settings import Invalid, SettingsError, setting
+from common.settings_checks import positive
 
 _POSITIVE_INT = "a positive integer"
 _SECONDS = "a positive number of seconds"

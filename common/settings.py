@@ -5,21 +5,30 @@ sections are dataclass-typed fields. `read(cls, data, path)` walks the fields, c
 every value, refuses unknown keys (listing the allowed ones), runs the class's `check()` hook for
 combinations of fields, and names the full key path (`routing.tls.ca_file: ...`) in every error.
 `load_file` adds the file's name. Nothing here imports YAML until a file is actually read.
+
+Only fields declared with `setting(...)` are keys; a plain dataclass field (where the file was
+read from, say) is set by the code. Besides scalars, paths, literals, enums, lists and mappings,
+a field may be a `Weighted[X]` choice (`{value: weight}`, or a list of sections that each have a
+`weight`), and a section declared `inline=True` has its keys written directly in its parent's
+mapping (a shorthand, such as one step of a list written without the list).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from common.weighted import Weighted
+
 T = TypeVar("T")
 Check = Callable[[Any, str], None]
-"""A validator: `(value, key path)`, raising `SettingsError` that names the path."""
+"""A validator (`common.settings_checks`): `(value, key path)`, raising `SettingsError`."""
 
 
 class SettingsError(ValueError):
@@ -51,14 +60,20 @@ def setting(
     expect: str | None = None,
     parse: Callable[[object, str], Any] | None = None,
     factory: Callable[[], Any] | None = None,
+    inline: bool = False,
+    instead_of: str | None = None,
 ) -> Any:
     """Declare a settings field: its default (none: required), validators and one-line doc.
 
     `expect` replaces the type's description in "expected ..." errors and in the documentation;
-    `parse(value, key)` replaces the reader's conversion for a type it does not know.
+    `parse(value, key)` replaces the reader's conversion for a type it does not know. Checks are
+    not run on None (a key left unset). `inline` (a section-typed field): the section's keys
+    sit in the parent's mapping; absent them all, an optional inline section is None; it is a
+    shorthand `instead_of` the named sibling key when the two may not both be given.
     """
     checks = check if isinstance(check, tuple) else (check,)
-    metadata = {"doc": doc, "checks": checks, "expect": expect, "parse": parse}
+    metadata: dict[str, Any] = {"doc": doc, "checks": checks, "expect": expect, "parse": parse}
+    metadata |= {"inline": inline, "instead_of": instead_of}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -71,16 +86,27 @@ def read(cls: type[T], data: object, path: str = "") -> T:
         data = {}
     if not isinstance(data, Mapping):
         raise SettingsError(f"{where}: expected a mapping, got {type(data).__name__}")
-    declared = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(str(key) for key in data if key not in declared)
+    declared = _declared(cls)
+    hints = _hints(cls)
+    allowed = _allowed(cls)
+    unknown = sorted(str(key) for key in data if key not in allowed)
     if unknown:
         raise SettingsError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(declared)}"
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
         )
-    hints = _hints(cls)
     values: dict[str, object] = {}
     for name, declared_field in declared.items():
         key = _join(path, name)
+        if declared_field.metadata.get("inline"):
+            inline = typing.cast(type[Any], _section_of(hints[name]))
+            given = {k: v for k, v in data.items() if k in _allowed(inline)}
+            other = declared_field.metadata.get("instead_of")
+            if given and other in data:
+                keys = "/".join(_allowed(inline))
+                raise SettingsError(f"{where}: give either `{other}` or {keys}, not both")
+            if given or _optional(hints[name]) is None:
+                values[name] = read(inline, given, path)
+            continue
         if name not in data:
             if _required(declared_field):
                 hint = hints[name]
@@ -94,8 +120,9 @@ def read(cls: type[T], data: object, path: str = "") -> T:
             if parse is not None
             else _convert(hints[name], data[name], key, declared_field.metadata.get("expect"))
         )
-        for validate in declared_field.metadata.get("checks", ()):
-            validate(value, key)
+        if value is not None:
+            for validate in declared_field.metadata.get("checks", ()):
+                validate(value, key)
         values[name] = value
     try:
         result = cls(**values)
@@ -173,62 +200,26 @@ def describe(declared: dataclasses.Field[Any], hint: Any) -> str:
 
 
 def walk(cls: type[Any], path: str = "") -> Iterator[tuple[str, Any, dataclasses.Field[Any]]]:
-    """Every key of `cls` (sections before their keys) as (full path, type hint, field)."""
+    """Every key of `cls` (sections before their keys) as (full path, type hint, field).
+
+    An inline section is one entry, named by its field; items of a list of sections are `key[]`.
+    """
     hints = _hints(cls)
-    for declared in dataclasses.fields(cls):
-        if not declared.init:
-            continue
-        key = _join(path, declared.name)
-        yield key, hints[declared.name], declared
-        section = _section_of(hints[declared.name])
+    for name, declared in _declared(cls).items():
+        key, hint = _join(path, name), hints[name]
+        yield key, hint, declared
+        if declared.metadata.get("inline"):
+            continue  # its keys are written in this section's mapping; the field documents them
+        section = _section_of(hint)
         if section is not None:
             yield from walk(section, key)
+        elif (item := _item_section(hint)) is not None:
+            yield from walk(item, f"{key}[]")
 
 
 def section_type(hint: Any) -> type[Any] | None:
     """The settings class a field's type names (`X` or `X | None`), if it is a section."""
     return _section_of(hint)
-
-
-# Validators: `check=` takes any of these.
-
-
-def positive(value: float, key: str) -> None:
-    if not value > 0:
-        raise SettingsError(f"{key}: must be greater than 0, got {value!r}")
-
-
-def non_negative(value: float, key: str) -> None:
-    if value < 0:
-        raise SettingsError(f"{key}: must be 0 or greater, got {value!r}")
-
-
-def non_empty(value: str, key: str) -> None:
-    if not value.strip():
-        raise SettingsError(f"{key}: must not be empty")
-
-
-def redis_url(value: str | None, key: str) -> None:
-    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{key}: expected a redis://, rediss:// or unix:// URL")
-
-
-def host_port(value: str, key: str) -> None:
-    """`host:port` or `[v6]:port` with a port in 1..65535."""
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"{key}: expected host:port, got {value!r}")
-
-
-def each(check: Check) -> Check:
-    """Apply `check` to every item of a list, naming the item's index."""
-
-    def check_items(values: tuple[Any, ...], key: str) -> None:
-        for i, value in enumerate(values):
-            check(value, f"{key}[{i}]")
-
-    return check_items
 
 
 # Conversion.
@@ -238,6 +229,21 @@ _NONE = type(None)
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path and key else path or key
+
+
+def _declared(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    """The fields of `cls` that are settings keys (declared with `setting`), by name."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init and "doc" in f.metadata}
+
+
+def _allowed(cls: type[Any]) -> list[str]:
+    """The keys a mapping read as `cls` may hold: its own and those of its inline sections."""
+    hints = _hints(cls)
+    keys: list[str] = []
+    for name, declared in _declared(cls).items():
+        inline = _section_of(hints[name]) if declared.metadata.get("inline") else None
+        keys.extend(_allowed(inline) if inline is not None else [name])
+    return keys
 
 
 def _required(declared: dataclasses.Field[Any]) -> bool:
@@ -270,6 +276,14 @@ def _section_of(hint: Any) -> type[Any] | None:
     return inner if isinstance(inner, type) and dataclasses.is_dataclass(inner) else None
 
 
+def _item_section(hint: Any) -> type[Any] | None:
+    """The section of each item of a `tuple[S, ...]` or `Weighted[S]`, if its items are sections."""
+    hint = _optional(hint) or hint
+    if get_origin(hint) in (tuple, Weighted):
+        return _section_of(get_args(hint)[0])
+    return None
+
+
 def _describe(hint: Any) -> str:
     inner = _optional(hint)
     if inner is not None:
@@ -280,6 +294,11 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(m.value) for m in hint)
     if get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) is Weighted:
+        item = get_args(hint)[0]
+        if _section_of(item) is not None:
+            return "a list of mappings, each with its `weight`"
+        return f"a mapping of {_describe(item)} to weight"
     if get_origin(hint) is tuple:
         return f"a list of {_plural(get_args(hint)[0])}"
     if get_origin(hint) in (Mapping, dict):
@@ -291,6 +310,8 @@ def _describe(hint: Any) -> str:
 
 
 def _plural(hint: Any) -> str:
+    if _section_of(hint) is not None:
+        return "mappings"
     return {str: "strings", int: "integers", float: "numbers"}.get(hint, _describe(hint))
 
 
@@ -339,6 +360,8 @@ def _convert(hint: Any, value: object, key: str, expect: str | None) -> Any:
             return hint(value)
         except ValueError:
             raise _wrong(key, expect, hint, value) from None
+    if get_origin(hint) is Weighted:
+        return _weighted(get_args(hint)[0], value, key)
     if get_origin(hint) is tuple:
         item = get_args(hint)[0]
         if not isinstance(value, list):
@@ -355,3 +378,22 @@ def _convert(hint: Any, value: object, key: str, expect: str | None) -> Any:
             for k, v in value.items()
         }
     raise TypeError(f"{key}: no reader for settings type {hint!r}")  # a declaration bug
+
+
+def _weighted(item: Any, value: object, key: str) -> Weighted[Any]:
+    """`{value: weight}`, or a list of `item` sections each weighted by its own `weight`."""
+    section = _section_of(item)
+    if section is not None:
+        if not isinstance(value, list) or not value:
+            raise SettingsError(f"{key}: expected a non-empty list of mappings, got {value!r}")
+        items = tuple(read(section, v, f"{key}[{i}]") for i, v in enumerate(value))
+        return Weighted(items, tuple(i.weight for i in items))
+    if not isinstance(value, Mapping) or not value:
+        raise SettingsError(
+            f"{key}: expected a non-empty mapping of {_describe(item)} to weight, got {value!r}"
+        )
+    weights = {_convert(item, k, f"{key}.{k}", None): (k, w) for k, w in value.items()}
+    for k, w in weights.values():
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < math.inf:
+            raise SettingsError(f"{key}.{k}: expected a positive number (a weight), got {w!r}")
+    return Weighted(tuple(weights), tuple(float(w) for _, w in weights.values()))

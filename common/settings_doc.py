@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from common.settings import describe, section_type, walk
+from common.weighted import Weighted
 
 # (title, how the file is used, "module:Class")
 FILES = (
@@ -21,6 +22,8 @@ FILES = (
      "--config FILE`", "workers.settings:WorkerSettings"),
     ("Audit store", "`llm-audit serve --config FILE` (flags override), `llm-audit check-config "
      "--config FILE`", "audit.settings:AuditStoreSettings"),
+    ("Load-test scenario", "`python -m load_tests run --scenario FILE`, and the Locust file's "
+     "`--scenario` (see docs/performance.md)", "load_tests.scenario:Scenario"),
 )  # fmt: skip
 
 HEADER = """# Configuration
@@ -42,8 +45,23 @@ def render() -> str:
         for key, hint, declared in walk(cls):
             kind = "section" if section_type(hint) is not None else describe(declared, hint)
             doc = declared.metadata.get("doc") or _first_line(section_type(hint))
+            if declared.metadata.get("inline"):
+                parts.append(_inline(key, hint, declared))
+                continue
             parts.append(f"| `{key}` | {kind} | {_default(declared)} | {doc} |\n")
     return "".join(parts).replace("|  |", "| |")
+
+
+def _inline(key: str, hint: Any, declared: dataclasses.Field[Any]) -> str:
+    """One row for a section whose keys are written in its parent's mapping."""
+    parent = key.rpartition(".")[0]
+    section = section_type(hint)
+    assert section is not None, f"{key}: only a section can be inline"
+    keys = [k for k, _, _ in walk(section) if "." not in k]
+    names = ", ".join(f"`{parent}.{k}`" if parent else f"`{k}`" for k in keys)
+    instead = declared.metadata.get("instead_of")
+    doc = declared.metadata["doc"] + (f", instead of `{instead}`" if instead else "")
+    return f"| {names} | shorthand | | {doc} |\n"
 
 
 def _first_line(cls: type[Any] | None) -> str:
@@ -63,6 +81,9 @@ def _yaml(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Weighted):
+        pairs = zip(value.values, value.weights, strict=True)
+        return "{" + ", ".join(f"{_yaml(v)}: {w:g}" for v, w in pairs) + "}"
     if isinstance(value, tuple):
         return "[" + ", ".join(_yaml(v) for v in value) + "]"
     if isinstance(value, enum.Enum):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from audit.settings import AuditSpoolSettings
 from common.egress import ResidencySettings
-from common.settings import SettingsError, load_file, positive, read, setting
+from common.settings import SettingsError, load_file, read, setting
+from common.settings_checks import positive
 from common.telemetry import TelemetrySettings
 from gateway.auth.settings import AuthSettings
 from gateway.limits.settings import LimitsSettings

@@ -72,11 +72,11 @@ def channel_settings(
 ) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, str | int]]]:
     """TLS credentials (None for plaintext) and channel options for the scenario's gateway."""
     options = list(_CHANNEL_OPTIONS)
-    if scenario.tls_ca_file is None:
+    if scenario.tls.ca_file is None:
         return None, options
-    ca = (scenario.base_dir / Path(scenario.tls_ca_file)).read_bytes()
-    if scenario.tls_server_name is not None:
-        options.append(("grpc.ssl_target_name_override", scenario.tls_server_name))
+    ca = (scenario.base_dir / Path(scenario.tls.ca_file)).read_bytes()
+    if scenario.tls.server_name is not None:
+        options.append(("grpc.ssl_target_name_override", scenario.tls.server_name))
     return grpc.ssl_channel_credentials(root_certificates=ca), options
 
 

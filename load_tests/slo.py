@@ -14,51 +14,41 @@ fail, so a run where every request is refused never passes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
+
+from common.settings import SettingsError, setting
+from common.settings_checks import non_negative
 
 if TYPE_CHECKING:  # report imports scenario, which imports this module
     from load_tests.report import ResultsJson
 
 DEFAULT_ERROR_RATIO = 0.05
-_KEYS = {"error_ratio", "p99_ms", "ttft_p99_ms", "allow_exhausted"}
 
 
-class ObjectiveError(ValueError):
-    """An `slo:` block is invalid; the message names the key."""
+def _share(value: float, key: str) -> None:
+    if value > 1:
+        raise SettingsError(f"{key}: expected a share between 0 and 1, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class Objectives:
-    error_ratio: float = DEFAULT_ERROR_RATIO
-    p99_ms: float | None = None
-    ttft_p99_ms: float | None = None
-    allow_exhausted: bool = True
+    """What a run must meet to pass; without them, at most 5 % of the requests may fail."""
 
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "scenario.slo") -> Self:
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ObjectiveError(f"{path}: expected a mapping of objectives")
-        unknown = sorted(set(data) - _KEYS)
-        if unknown:
-            raise ObjectiveError(
-                f"{path}.{unknown[0]}: unknown key; expected one of {', '.join(sorted(_KEYS))}"
-            )
-        ratio = _number(data.get("error_ratio", DEFAULT_ERROR_RATIO), f"{path}.error_ratio")
-        if ratio > 1:
-            raise ObjectiveError(f"{path}.error_ratio: expected a share between 0 and 1")
-        allow = data.get("allow_exhausted", True)
-        if not isinstance(allow, bool):
-            raise ObjectiveError(f"{path}.allow_exhausted: expected true or false")
-        return cls(
-            error_ratio=ratio,
-            p99_ms=_optional(data, "p99_ms", path),
-            ttft_p99_ms=_optional(data, "ttft_p99_ms", path),
-            allow_exhausted=allow,
-        )
+    error_ratio: float = setting(
+        DEFAULT_ERROR_RATIO,
+        doc="largest share of requests that may fail (0 to 1)",
+        check=(non_negative, _share),
+    )
+    p99_ms: float | None = setting(
+        None, doc="p99 end-to-end latency of OK requests, in ms", check=non_negative
+    )
+    ttft_p99_ms: float | None = setting(
+        None, doc="p99 time to first token of OK streams, in ms", check=non_negative
+    )
+    allow_exhausted: bool = setting(
+        True, doc="RESOURCE_EXHAUSTED (shedding by design) does not count as failed"
+    )
 
     def missed(self, results: ResultsJson) -> list[str]:
         """One sentence per objective the run missed (empty: the run passed)."""
@@ -93,14 +83,3 @@ class Objectives:
                     f"{self.ttft_p99_ms:.0f} ms"
                 )
         return problems
-
-
-def _number(value: object, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ObjectiveError(f"{path}: expected a number of 0 or more")
-    return float(value)
-
-
-def _optional(data: Mapping[str, object], key: str, path: str) -> float | None:
-    value = data.get(key)
-    return None if value is None else _number(value, f"{path}.{key}")

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from common.egress import ResidencySettings
-from common.settings import Invalid, SettingsError, host_port, load, positive, setting
+from common.settings import Invalid, SettingsError, load, setting
+from common.settings_checks import host_port, positive
 from common.telemetry import TelemetrySettings
 from common.worker_registry import DEFAULT_PREFIX
 from workers.metrics import parse_listen

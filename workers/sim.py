@@ -18,7 +18,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from common.settings import positive, setting
+from common.settings import setting
+from common.settings_checks import positive
 from common.tokenizer import count_tokens
 from common.types import ChatTurn, FinishReason
 from workers.engine import (

@@ -6,7 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from common.settings import Invalid, non_empty, non_negative, positive, setting
+from common.settings import Invalid, setting
+from common.settings_checks import non_empty, non_negative, positive
 
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}

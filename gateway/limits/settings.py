@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.settings import Invalid, SettingsError, positive, redis_url, setting
+from common.settings import Invalid, SettingsError, setting
+from common.settings_checks import positive, redis_url
 
 
 def _prefix(value: str, key: str) -> None:

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.settings import (
-    Invalid,
-    SettingsError,
-    each,
-    host_port,
-    positive,
-    redis_url,
-    setting,
-)
+from common.settings import Invalid, SettingsError, setting
+from common.settings_checks import each, host_port, positive, redis_url
 from gateway.client_tls import ClientTls
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from load_tests.__main__ import main
 from load_tests.report import FORMAT, RunResult, Sample, build_results
-from load_tests.scenario import Scenario
+from load_tests.scenario import read_scenario
 from tests.load_tests.conftest import StartGateway, WriteScenario
 from tests.load_tests.fake_inference import EXHAUSTED_MODEL, Behaviour
 
@@ -111,7 +111,7 @@ async def test_sigint_ends_the_run_early_and_still_reports(
 
 
 def results_file(path: Path, latency_s: float, count: int) -> Path:
-    scenario = Scenario.from_mapping(
+    scenario = read_scenario(
         {
             "name": path.stem,
             "load": {"mode": "closed", "concurrency": 1, "duration_s": 1},
@@ -173,4 +173,4 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["compare", str(not_results), str(not_results)]) == 2
     assert "not a load-test results file" in capsys.readouterr().err
     assert main(["run", "--scenario", str(tmp_path / "missing.yaml")]) == 2
-    assert "cannot read scenario" in capsys.readouterr().err
+    assert "missing.yaml: cannot read settings file: No such file" in capsys.readouterr().err

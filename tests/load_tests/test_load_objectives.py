@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gateway.process.server import GatewayHandle
-from load_tests.scenario import Scenario, ScenarioError
+from load_tests.scenario import ScenarioError, read_scenario
 from load_tests.slo import Objectives
 from tests.helpers import StartGateway
 from workers.server import WorkerHandle
@@ -99,11 +99,14 @@ def test_objectives_are_checked_and_name_the_key() -> None:
         "prompt_tokens": {8: 1},
         "max_tokens": {4: 1},
     }
-    assert Scenario.from_mapping(base, "scenario").slo == Objectives()
+    assert read_scenario(base, "scenario").slo == Objectives()
     for slo, message in [
-        ({"p99": 1}, "scenario.slo.p99: unknown key"),
+        (
+            {"p99": 1},
+            r"scenario\.slo: unknown key\(s\) p99; allowed: error_ratio, p99_ms, ttft_p99_ms,",
+        ),
         ({"error_ratio": 2}, "scenario.slo.error_ratio: expected a share"),
-        ({"ttft_p99_ms": "fast"}, "scenario.slo.ttft_p99_ms: expected a number"),
+        ({"ttft_p99_ms": "fast"}, "scenario.slo.ttft_p99_ms: expected float"),
     ]:
         with pytest.raises(ScenarioError, match=message):
-            Scenario.from_mapping({**base, "slo": slo}, "scenario")
+            read_scenario({**base, "slo": slo}, "scenario")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from load_tests.report import RunResult, Sample, build_results, percentile, render_text
-from load_tests.scenario import Scenario
+from load_tests.scenario import read_scenario
 
 STEPPED = {
     "name": "stepped",
@@ -56,7 +56,7 @@ def test_results_split_steps_statuses_and_throughput() -> None:
         sample(1, 1.5, 2.5),  # finished after the schedule, during the drain
     ]
     run = RunResult(
-        scenario=Scenario.from_mapping(STEPPED, "scenario"),
+        scenario=read_scenario(STEPPED, "scenario"),
         target="127.0.0.1:1",
         started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         elapsed_s=2.5,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import load_tests
-from load_tests.scenario import RequestMix, Scenario, ScenarioError, load_scenario
+from load_tests.scenario import RequestMix, ScenarioError, load_scenario, read_scenario
 from tests.load_tests.conftest import WriteScenario
 
 EXAMPLES = Path(load_tests.__file__).parent / "scenarios"
@@ -48,21 +48,24 @@ def test_shipped_examples_parse_and_cover_each_load_shape() -> None:
     [
         (
             {"load": {"mode": "open", "steps": [{"rate": 1, "duration_s": 1}, {"rat": 2}]}},
-            "scenario.load.steps[1].rat: unknown key",
+            "scenario.load.steps[1]: unknown key(s) rat; allowed: duration_s, concurrency, rate",
         ),
         ({"models": {"m": "heavy"}}, "scenario.models.m: expected a positive number"),
-        ({"prompt_tokens": {"long": 1}}, "scenario.prompt_tokens.long: expected int keys"),
+        ({"prompt_tokens": {"long": 1}}, "scenario.prompt_tokens.long: expected int, got 'long'"),
         ({"max_tokens": {}}, "scenario.max_tokens: expected a non-empty mapping"),
-        ({"rpc": {"bidi": 1}}, "scenario.rpc.bidi: expected `unary` or `stream`"),
+        ({"rpc": {"bidi": 1}}, "scenario.rpc.bidi: expected one of 'unary', 'stream', got 'bidi'"),
         (
             {"load": {"mode": "closed", "rate": 5, "duration_s": 1}},
             "scenario.load.rate: a closed loop takes `concurrency`, not `rate`",
         ),
         (
             {"load": {"mode": "open", "rate": True, "duration_s": 1}},
-            "scenario.load.rate: expected a positive number",
+            "scenario.load.rate: expected float, got True",
         ),
-        ({"load": {"mode": "burst"}}, "scenario.load.mode: expected `closed` or `open`"),
+        (
+            {"load": {"mode": "burst"}},
+            "scenario.load.mode: expected one of 'closed', 'open', got 'burst'",
+        ),
         (
             {"load": {"mode": "closed", "concurrency": 1, "duration_s": 1, "max_in_flight": 5}},
             "scenario.load.max_in_flight: applies to the open loop only",
@@ -76,14 +79,47 @@ def test_shipped_examples_parse_and_cover_each_load_shape() -> None:
             {"departments": [{"name": "d", "token": {"file": "a", "refresh_s": 5}}]},
             "scenario.departments[0].token.refresh_s: only a `command` token can be refreshed",
         ),
-        ({"tls": {"ca": "x"}}, "scenario.tls.ca: unknown key"),
-        ({"seed": 1.5}, "scenario.seed: expected an integer"),
+        ({"tls": {"ca": "x"}}, "scenario.tls: unknown key(s) ca; allowed: ca_file, server_name"),
+        ({"seed": 1.5}, "scenario.seed: expected int, got 1.5"),
     ],
 )
 def test_invalid_scenarios_name_the_key(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ScenarioError) as caught:
-        Scenario.from_mapping(base(**overrides), "scenario")
+        read_scenario(base(**overrides), "scenario")
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"naem": "t"}, ": unknown key(s) naem; allowed: name, load, departments, models,"),
+        (
+            {"load": {"mode": "open", "steps": [{"rate": 1, "duraton_s": 1}]}},
+            "load.steps[0]: unknown key(s) duraton_s; allowed: duration_s, concurrency, rate",
+        ),
+        (
+            {"load": {"mode": "closed", "concurrency": 1, "duration_s": 1, "arival": "x"}},
+            "load: unknown key(s) arival; allowed: mode, steps, duration_s, concurrency, rate,"
+            " arrival, max_in_flight",
+        ),
+        (
+            {"departments": [{"name": "d", "token": {"fiel": "a"}}]},
+            "departments[0].token: unknown key(s) fiel; allowed: file, command, refresh_s",
+        ),
+        (
+            {"slo": {"p99ms": 5}},
+            "slo: unknown key(s) p99ms; allowed: error_ratio, p99_ms, ttft_p99_ms, allow_exhausted",
+        ),
+    ],
+)
+def test_a_misspelled_key_names_the_file_the_key_path_and_the_allowed_keys(
+    write_scenario: WriteScenario, section: dict[str, object], message: str
+) -> None:
+    path = write_scenario(base(**section))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    where = "settings" if message.startswith(":") else ""
+    assert str(caught.value).startswith(f"{path}: {where}{message}")
 
 
 def test_token_file_is_read_relative_to_the_scenario(write_scenario: WriteScenario) -> None:
@@ -121,7 +157,7 @@ def test_failing_token_command_reports_status_and_stderr_but_not_stdout(
 def test_missing_token_command_is_reported() -> None:
     data = base(departments=[{"name": "d", "token": {"command": "no-such-minter-xyz --a"}}])
     with pytest.raises(ScenarioError, match="cannot run `no-such-minter-xyz`"):
-        Scenario.from_mapping(data, "scenario").tokens()
+        read_scenario(data, "scenario").tokens()
 
 
 def test_request_mix_follows_the_weights() -> None:
@@ -131,7 +167,7 @@ def test_request_mix_follows_the_weights() -> None:
         rpc={"unary": 1, "stream": 1},
         departments=[{"name": "x", "weight": 1}, {"name": "y", "weight": 4}],
     )
-    mix = RequestMix(Scenario.from_mapping(data, "scenario"), random.Random(3))
+    mix = RequestMix(read_scenario(data, "scenario"), random.Random(3))
 
     draws = [mix.sample() for _ in range(4000)]
 
