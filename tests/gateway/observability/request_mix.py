@@ -169,6 +169,13 @@ def assert_totals(before: str, after: str, rounds: int, lines: list[dict[str, An
         (LLAMA, "" if status == "OK" else status): n * rounds for (_, status), n in ROUND.items()
     }
 
+    # A first token for every served request and every cancelled stream (cancelled after it).
+    ttft = "gen_ai_server_time_to_first_token_seconds_count"
+    first_tokens = _delta(_by_labels(after, ttft, keys[:1]), _by_labels(before, ttft, keys[:1]))
+    assert first_tokens == {
+        (LLAMA,): (ROUND["ok", "OK"] + ROUND["cancelled", "CANCELLED"]) * rounds
+    }
+
     # One access line per request, with no prompt text and no token in it.
     assert len(lines) == REQUESTS_PER_ROUND * rounds
     assert Counter((line["outcome"], line["grpc_status"]) for line in lines) == {

@@ -43,8 +43,8 @@ from workers.sim import SimConfig
 
 REQUESTS = "llmgw_requests_total"
 SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=5, prefill_ms_per_token=0)
-# SO_REUSEPORT hashes each new connection to a process: a round of 10 connections all lands on
-# one of two processes 1 time in 512, so a further round is rarely needed and 4 is plenty.
+# SO_REUSEPORT picks a process for each new connection by a hash of its addresses and ports: a
+# round's 10 connections seldom all land on one process, and when they do a further round is sent.
 MAX_ROUNDS = 4
 
 
@@ -188,6 +188,7 @@ async def test_known_mix_counts_by_department_model_and_outcome(
         served_by = {line["process"] for line in gateway.access_lines()}
     assert len(served_by) == gateway.processes, served_by
     after = await asyncio.to_thread(scrape, gateway.metrics_url)
+    assert sample_total(after, "llmgw_process_serving") == gateway.processes
     assert_totals(before, after, rounds, gateway.access_lines())
 
 
