@@ -1,8 +1,4 @@
-"""A known mix of requests, each on a new connection, and the metric totals it must produce.
-
-The same mix and the same assertions serve a one-process gateway and a gateway of several
-processes: totals are read by scraping the metrics endpoint over HTTP, as Prometheus does.
-"""
+"""A known mix of requests, each on a new connection, and the scraped totals it must produce."""
 
 from __future__ import annotations
 

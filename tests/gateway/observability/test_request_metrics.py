@@ -1,8 +1,4 @@
-"""A known mix of requests through a real gateway shows up, exactly, in the scraped metrics.
-
-The mix is sent to a gateway of one process (in this test's process) and to `llm-gateway serve`
-with `server.processes: 2` (two processes on one port, the parent serving the summed metrics).
-"""
+"""A known mix of requests shows up, exactly, in the metrics of a gateway of 1 and 2 processes."""
 
 from __future__ import annotations
 
