@@ -1,127 +1,191 @@
-"""A known mix of requests through a real gateway shows up, exactly, in the scraped metrics.
-
-The totals are read by scraping the metrics endpoint over HTTP, as Prometheus does, so the same
-assertions hold for a gateway of several processes (point `scrape` at its endpoint).
-"""
+"""A known mix of requests shows up, exactly, in the metrics of a gateway of 1 and 2 processes."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+import yaml
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
-from gateway.auth.devkeys import mint_dev_token
+from gateway.auth.devkeys import ensure_dev_key, mint_dev_token
+from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
 from gateway.process.logging_setup import JsonLinesFormatter
 from gateway.process.metrics_server import MetricsSettings
 from gateway.request.access_log import LOGGER_NAME
+from tests.deploy.loopback import BIN, Replica
+from tests.gateway.observability.request_mix import (
+    LIMITS_POLICY,
+    MixGateway,
+    all_counted,
+    assert_totals,
+    send_round,
+)
 from tests.gateway.observability.scrape import sample_total, scrape
-from tests.helpers import ROOT, StartGateway, StartWorker, gateway_settings, wait_until
+from tests.helpers import StartGateway, StartWorker, gateway_settings, wait_until
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
+from workers.server import WorkerHandle
 from workers.sim import SimConfig
 
-LLAMA = "llama-3.1-8b-instruct"
-LIMITS_POLICY = ROOT / "tests" / "fixtures" / "limits_policy"
-# Department `rate` allows 5 requests per minute per user and data up to `internal`.
-DEPARTMENT = "rate"
 REQUESTS = "llmgw_requests_total"
+SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=5, prefill_ms_per_token=0)
+# SO_REUSEPORT picks a process for each new connection by a hash of its addresses and ports: a
+# round's 10 connections seldom all land on one process, and when they do a further round is sent.
+MAX_ROUNDS = 4
 
 
-def _request(**fields: object) -> pb.GenerateRequest:
-    base: dict[str, object] = {
-        "model": LLAMA,
-        "prompt": "Summarise the ward round",
-        "sampling": pb.SamplingParams(max_tokens=8, seed=1),
-    }
-    base.update(fields)
-    return pb.GenerateRequest(**base)  # type: ignore[arg-type]
+def _one_round_only() -> None:
+    raise AssertionError("a gateway of one process needs one round")
 
 
-def _totals(text: str) -> dict[str, float]:
-    return {
-        outcome: sample_total(
-            text, REQUESTS, {"department": DEPARTMENT, "model": LLAMA, "outcome": outcome}
-        )
-        for outcome in ("ok", "denied", "rate_limited", "cancelled")
-    }
-
-
-async def test_known_mix_counts_by_department_model_and_outcome(
+async def _one_process(
     start_sim_worker: StartWorker,
     start_test_gateway: StartGateway,
     data_dir: Path,
     caplog: pytest.LogCaptureFixture,
-) -> None:
-    worker = await start_sim_worker(
-        SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=5, prefill_ms_per_token=0)
-    )
+) -> MixGateway:
+    """A gateway in this process, with the in-process limiter."""
+    worker = await start_sim_worker(SIM)
     settings = gateway_settings(
-        data_dir / "gw",
-        policy_dir=LIMITS_POLICY,
-        metrics=MetricsSettings(listen="127.0.0.1:0"),
+        data_dir / "gw", policy_dir=LIMITS_POLICY, metrics=MetricsSettings(listen="127.0.0.1:0")
     )
     gateway = await start_test_gateway(worker, settings=settings)
     assert gateway.metrics is not None
-    before = scrape(gateway.metrics.url)
-    token = mint_dev_token(data_dir / "gw", department=DEPARTMENT, subject="alice")
-    other = mint_dev_token(data_dir / "gw", department=DEPARTMENT, subject="bob")
     caplog.set_level(logging.INFO, logger=LOGGER_NAME)
-    async with grpc.aio.insecure_channel(gateway.target) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
-        alice = (("authorization", f"Bearer {token}"),)
-        # 2 refused by policy (health data is above the department's clearance): no rate used.
-        for _ in range(2):
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Generate(_request(classification="health"), metadata=alice)
-            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        # 5 served (the user's per-minute limit), then 2 refused by the limit.
-        for _ in range(5):
-            await stub.Generate(_request(), metadata=alice)
-        for _ in range(2):
-            with pytest.raises(grpc.aio.AioRpcError) as limited:
-                await stub.Generate(_request(), metadata=alice)
-            assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        # 1 cancelled by its caller after the first token.
-        call = stub.GenerateStream(
-            pb.GenerateStreamRequest(
-                model=LLAMA, prompt="Plan the shift", sampling=pb.SamplingParams(max_tokens=2000)
-            ),
-            metadata=(("authorization", f"Bearer {other}"),),
-        )
-        await call.read()
-        call.cancel()
 
-        def counted() -> dict[str, float]:
-            now, then = _totals(scrape(gateway.metrics.url)), _totals(before)  # type: ignore[union-attr]
-            return {k: now[k] - then[k] for k in now}
+    def access_lines() -> list[dict[str, Any]]:
+        formatter = JsonLinesFormatter()
+        return [json.loads(formatter.format(r)) for r in caplog.records if r.name == LOGGER_NAME]
 
-        await wait_until(lambda: counted()["cancelled"] == 1, within=5)
-    assert counted() == {"ok": 5, "denied": 2, "rate_limited": 2, "cancelled": 1}
-    after = scrape(gateway.metrics.url)
-    ok = {"department": DEPARTMENT, "model": LLAMA, "outcome": "ok", "grpc_status": "OK"}
-    assert sample_total(after, REQUESTS, ok) - sample_total(before, REQUESTS, ok) == 5
-    served = {"gen_ai_request_model": LLAMA, "department": DEPARTMENT, "error_type": ""}
-    duration = "gen_ai_server_request_duration_seconds_count"
-    assert sample_total(after, duration, served) - sample_total(before, duration, served) == 5
-    output = {"department": DEPARTMENT, "model": LLAMA, "gen_ai_token_type": "output"}
-    out_tokens = sample_total(after, "llmgw_tokens_total", output) - sample_total(
-        before, "llmgw_tokens_total", output
+    return MixGateway(
+        gateway.target, gateway.metrics.url, 1, data_dir / "gw", access_lines, _one_round_only
     )
-    assert out_tokens >= 5 * 8  # 8 per served request, plus what the cancelled stream produced
-    # One access line per request, with no prompt text and no token in it.
-    lines = [r for r in caplog.records if r.name == LOGGER_NAME]
-    assert len(lines) == 10
-    formatted = [json.loads(JsonLinesFormatter().format(r)) for r in lines]
-    assert {line["outcome"] for line in formatted} == {"ok", "denied", "rate_limited", "cancelled"}
-    for line in formatted:
-        assert line["request_id"] and line["department"] == DEPARTMENT
-        text = json.dumps(line)
-        assert "ward round" not in text and "Plan the shift" not in text
-        assert token not in text and other not in text
+
+
+async def _start_processes(
+    worker: WorkerHandle, redis: RedisServer, home: Path, processes: int
+) -> Replica:
+    """`llm-gateway serve --config` with `server.processes`, dev-key auth, the Redis limiter and
+    the default local audit spool; ready once every process serves."""
+    data = home / "data"
+    config = {
+        "data_dir": str(data),
+        "server": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "processes": processes,
+            "shutdown_grace_s": 5,
+        },
+        "auth": {
+            "issuer": DEV_ISSUER,
+            "audience": DEV_AUDIENCE,
+            "algorithms": ["EdDSA"],
+            "dev_key_file": str(ensure_dev_key(data)),
+        },
+        "policy": {"directory": str(LIMITS_POLICY)},
+        "routing": {"workers": [worker.target]},
+        "limits": {"redis_url": redis.url},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+    }
+    config_file = home / "gateway.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LLMGW_", "OTEL_", "PROMETHEUS_"))
+    }
+    log = home / "gateway.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            str(BIN / "llm-gateway"), "serve", "--config", str(config_file),
+            env=env, stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=home,
+        )  # fmt: skip
+    port = int(config["server"]["listen"].rpartition(":")[2])  # type: ignore[index]
+    metrics_port = int(config["metrics"]["listen"].rpartition(":")[2])  # type: ignore[index]
+    replica = Replica("gateway", process, port, metrics_port, log)
+    await replica.wait_ready()
+    return replica
+
+
+def _access_lines(replica: Replica) -> Callable[[], list[dict[str, Any]]]:
+    def read() -> list[dict[str, Any]]:
+        entries = [json.loads(line) for line in replica.log_lines()]
+        return [e for e in entries if e["logger"] == LOGGER_NAME]
+
+    return read
+
+
+async def _settled(gateway: MixGateway, before: str, rounds: int) -> bool:
+    text = await asyncio.to_thread(scrape, gateway.metrics_url)
+    return all_counted(before, text, rounds, gateway.access_lines())
+
+
+def _flush(redis: RedisServer) -> None:
+    """A new minute for the limiter: every round meets the limits the first one met."""
+    redis.command("FLUSHALL")
+
+
+@pytest.fixture(params=["1 process", pytest.param("2 processes", marks=pytest.mark.integration)])
+async def mix_gateway(
+    request: pytest.FixtureRequest,
+    start_sim_worker: StartWorker,
+    start_test_gateway: StartGateway,
+    data_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> AsyncIterator[MixGateway]:
+    if request.param == "1 process":
+        yield await _one_process(start_sim_worker, start_test_gateway, data_dir, caplog)
+        return
+    worker = await start_sim_worker(SIM)
+    with RedisServer() as redis:
+        home = tmp_path / "gateway"
+        home.mkdir()
+        replica = await _start_processes(worker, redis, home, processes=2)
+        try:
+            yield MixGateway(
+                f"127.0.0.1:{replica.port}",
+                f"http://127.0.0.1:{replica.metrics_port}/metrics",
+                2,
+                home / "data",
+                _access_lines(replica),
+                functools.partial(_flush, redis),
+            )
+            assert await replica.terminate(within=30) == 0
+        finally:
+            if replica.process.returncode is None:
+                replica.process.kill()
+                await replica.process.wait()
+
+
+async def test_known_mix_counts_by_department_model_and_outcome(
+    mix_gateway: MixGateway,
+) -> None:
+    gateway = mix_gateway
+    before = await asyncio.to_thread(scrape, gateway.metrics_url)
+    rounds = 0
+    served_by: set[str] = set()
+    # Further rounds, on new connections, until every process has served (bounded).
+    while len(served_by) < gateway.processes and rounds < MAX_ROUNDS:
+        if rounds:
+            gateway.fresh_limits()
+        await send_round(gateway)
+        rounds += 1
+
+        settled = functools.partial(_settled, gateway, before, rounds)
+        await wait_until(settled, within=10, every=0.05, what="every request counted")
+        served_by = {line["process"] for line in gateway.access_lines()}
+    assert len(served_by) == gateway.processes, served_by
+    after = await asyncio.to_thread(scrape, gateway.metrics_url)
+    assert sample_total(after, "llmgw_process_serving") == gateway.processes
+    assert_totals(before, after, rounds, gateway.access_lines())
 
 
 async def test_unknown_model_names_do_not_create_series(
@@ -136,7 +200,8 @@ async def test_unknown_model_names_do_not_create_series(
         for i in range(3):
             with pytest.raises(grpc.aio.AioRpcError) as bad:
                 await stub.Generate(
-                    _request(model=f"made-up-{i}"), metadata=(("authorization", f"Bearer {token}"),)
+                    pb.GenerateRequest(model=f"made-up-{i}", prompt="Summarise the ward round"),
+                    metadata=(("authorization", f"Bearer {token}"),),
                 )
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await asyncio.sleep(0)
