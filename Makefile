@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
+# The contract as last released: `buf breaking` (in lint) fails on any incompatible change since.
+RELEASE_IMAGE := protos/release-image.binpb
 
-.PHONY: dev test lint protos install clean check-prereqs lock k8s-config
+.PHONY: dev test lint protos release-image install clean check-prereqs lock k8s-config docs
 
 # Pinned versions with hashes (requirements/dev.lock), then the project itself without resolving.
 $(STAMP): pyproject.toml requirements/dev.lock
@@ -25,16 +27,27 @@ $(BUF):
 dev: $(STAMP)
 	$(BIN)/llm-gateway dev
 
-## Regenerate the Python modules from protos/ (checked in; tests fail when they are stale).
+## Regenerate the Python modules from protos/ (checked in; tests fail when they are stale),
+## for the server and for the client library in clients/python.
 protos: $(STAMP)
 	$(BIN)/python protos/generate.py
+	$(BIN)/python protos/generate.py --client
+
+## At a release: record the protos as released, the baseline for `buf breaking`.
+release-image: $(BUF)
+	$(BUF) build --exclude-source-info -o $(RELEASE_IMAGE)
+
+## Regenerate docs/configuration.md from the settings declarations (a test fails when stale).
+docs: $(STAMP)
+	$(BIN)/python -m common.settings_doc > docs/configuration.md
 
 lint: $(STAMP) $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
-	$(BIN)/llm-gateway policy check policy/examples/health-region
+	$(BUF) breaking --against $(RELEASE_IMAGE)
+	$(BIN)/llm-gateway policy check --require-register policy/examples/health-region
 	$(BIN)/llm-gateway check-config --config deploy/gateway.yaml
 
 ## Stop at once, with the install command, when a server the tests start is missing.

@@ -6,7 +6,6 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from audit.record import AuditRecord
 
@@ -46,13 +45,31 @@ def new_salt() -> bytes:
     return secrets.token_bytes(16)
 
 
-def canonical_body(record: AuditRecord, chain_index: int, commitment: str) -> str:
-    """The JSON text that is hashed: sorted keys, no whitespace, UTF-8."""
+def content_commitment(salt: bytes, prompt_text: str | None, answer_text: str | None) -> str:
+    """sha256(salt || canonical [prompt, answer]): binds the `contents` row to the chain.
+
+    Salted with the record's subject salt, which erasure deletes with the text: afterwards the
+    commitment cannot be used to confirm a guess of what was said.
+    """
+    text = json.dumps([prompt_text, answer_text], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(salt + b"content\x00" + text.encode()).hexdigest()
+
+
+def canonical_body(
+    record: AuditRecord, chain_index: int, commitment: str, content: str | None = None
+) -> str:
+    """The JSON text that is hashed: sorted keys, no whitespace, UTF-8.
+
+    `content` is the `content_commitment` of the record's text, present only when text was
+    captured; a record without text carries none, so a `contents` row attached to it is forged.
+    """
     data = record.to_dict()
     del data["subject_pseudonym"]
     data["prompt_text_captured"] = data.pop("prompt_text") is not None
     data["answer_text_captured"] = data.pop("answer_text") is not None
     data["subject_commitment"] = commitment
+    if content is not None:
+        data["content_commitment"] = content
     data["chain_index"] = chain_index
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -62,14 +79,11 @@ def link_hash(prev_hash: str, body: str) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + body.encode()).hexdigest()
 
 
-def make_link(record: AuditRecord, head: ChainHead | None, commitment: str) -> Link:
+def make_link(
+    record: AuditRecord, head: ChainHead | None, commitment: str, content: str | None = None
+) -> Link:
     """The next link after `head` (None: the source's first record)."""
     index = 1 if head is None else head.chain_index + 1
     prev = GENESIS if head is None else head.hash
-    body = canonical_body(record, index, commitment)
+    body = canonical_body(record, index, commitment, content)
     return Link(record.source, index, record.record_id, body, prev, link_hash(prev, body))
-
-
-def body_fields(body: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(body)
-    return data

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audit.chain import ChainHead
+from audit.keyfile import check_private
 
 PRIVATE_KEY_FILE = "checkpoint_ed25519.pem"
 PUBLIC_KEY_FILE = "checkpoint_ed25519.pub.pem"
@@ -79,6 +80,25 @@ def sign_checkpoint(
     )
 
 
+def sign_retention(
+    key: Ed25519PrivateKey, statement: dict[str, object], created_ns: int
+) -> Checkpoint:
+    """A signed retention statement: records pruned (`kind` "prune") or text expired ("text").
+
+    Stored apart from the head checkpoints (table `retention_checkpoints`); `audit.retention_check`
+    reads the statement back and verify checks the chain against it.
+    """
+    payload = json.dumps(
+        {**statement, "created_ns": created_ns}, sort_keys=True, separators=(",", ":")
+    )
+    return Checkpoint(
+        created_ns,
+        payload,
+        key.sign(payload.encode()).hex(),
+        raw_public_key(key.public_key()).hex(),
+    )
+
+
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -103,8 +123,7 @@ def load_or_create_signing_key(keys_dir: str | os.PathLike[str]) -> Ed25519Priva
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-    if os.stat(path).st_mode & 0o077:
-        raise PermissionError(f"{path}: signing key is readable by others; run `chmod 600 {path}`")
+    check_private(path)  # mounted secrets: 0440 with the pod's fsGroup is fine
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key; move it away to generate a new one")

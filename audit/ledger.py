@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from audit.chain import ChainHead, Link, make_link, new_salt, subject_commitment
+from audit.chain import (
+    ChainHead,
+    Link,
+    content_commitment,
+    make_link,
+    new_salt,
+    subject_commitment,
+)
 from audit.checkpoint import Checkpoint
+from audit.ledger_reads import LedgerReads
 from audit.record import AuditRecord
+from audit.retention_sql import Hold, RetentionStore, retention_schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +36,7 @@ class QueryFilter:
     department: str | None = None
     model: str | None = None
     outcome: str | None = None
+    subject_pseudonym: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,8 @@ QUERY_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "subject",
+    "model_digest",
+    "interface",
 )
 
 
@@ -74,8 +87,9 @@ class Ledger(Protocol):
     """The audit store's storage port: SQLite (embedded) or PostgreSQL.
 
     Contract: `append` is idempotent by record_id (a record delivered twice is stored once) and
-    chains each source's records in arrival order; only erasure ever deletes, and only from the
-    side tables (pseudonym links and content), never from the chained records.
+    chains each source's records in arrival order; erasure deletes only from the side tables
+    (pseudonym links and content); retention deletes only a chain's prefix, or whole text rows,
+    each time with a signed statement (`audit.retention`).
     """
 
     def append(self, records: Sequence[AuditRecord]) -> AppendResult: ...
@@ -85,6 +99,20 @@ class Ledger(Protocol):
     def count(self) -> int: ...
     def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
     def checkpoints(self) -> list[Checkpoint]: ...
+    def iter_checkpoints(self, after_ns: int | None = None) -> Iterator[tuple[int, Checkpoint]]: ...
+    def newest_checkpoint(self) -> Checkpoint | None: ...
+    def delete_checkpoints(self, ids: Sequence[int]) -> int: ...
+    def scan(self, source: str, from_index: int = 0) -> Generator[tuple[Any, ...], None, None]: ...
+    def orphan_side_rows(self, limit: int = 10) -> list[tuple[str, str]]: ...
+    def subject_rows(self, pseudonym: str) -> Generator[tuple[Any, ...], None, None]: ...
+    def chain_rows(self, source: str) -> Generator[tuple[Any, ...], None, None]: ...
+    def text_rows(self, source: str) -> Generator[tuple[Any, ...], None, None]: ...
+    def prune_prefix(self, source: str, cut_index: int, checkpoint: Checkpoint) -> int: ...
+    def expire_text(self, record_ids: Sequence[str], checkpoint: Checkpoint) -> int: ...
+    def iter_retention_checkpoints(self) -> Iterator[Checkpoint]: ...
+    def add_hold(self, kind: str, value: str, reason: str) -> int: ...
+    def lift_hold(self, kind: str, value: str, reason: str) -> int: ...
+    def holds(self, include_lifted: bool = False) -> list[Hold]: ...
     def erase_subject(self, pseudonym: str) -> int: ...
     def subject_of(self, record_id: str) -> str | None: ...
     def denormalised(self, record_id: str) -> dict[str, Any]: ...
@@ -93,7 +121,7 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-class SqlLedger:
+class SqlLedger(LedgerReads, RetentionStore):
     """The ledger logic over a DB-API connection; subclasses give the DDL and head locking.
 
     SQL is written with `?` placeholders; `PARAM` is what the driver wants instead.
@@ -144,7 +172,11 @@ class SqlLedger:
                     dups += 1
                     continue
                 salt = new_salt()
-                link = make_link(rec, head, subject_commitment(salt, rec.subject_pseudonym))
+                content = None
+                if rec.prompt_text is not None or rec.answer_text is not None:
+                    content = content_commitment(salt, rec.prompt_text, rec.answer_text)
+                commitment = subject_commitment(salt, rec.subject_pseudonym)
+                link = make_link(rec, head, commitment, content)
                 self._insert(rec, link, salt)
                 head = ChainHead(link.chain_index, link.hash)
                 stored += 1
@@ -270,41 +302,56 @@ class SqlLedger:
     def _where(self, flt: QueryFilter) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+        # With a subject, its index drives the query: the unary + keeps the planner off the
+        # time index, so a subject with no records costs one index probe, not a scan.
+        t = "+r.time_ns" if flt.subject_pseudonym is not None else "r.time_ns"
         for col, op, val in (
-            ("time_ns", ">=", flt.since_ns),
-            ("time_ns", "<", flt.until_ns),
+            ("l.subject_pseudonym", "=", flt.subject_pseudonym),
+            (t, ">=", flt.since_ns),
+            (t, "<", flt.until_ns),
             ("department", "=", flt.department),
             ("model", "=", flt.model),
             ("outcome", "=", flt.outcome),
         ):
             if val is not None:
-                clauses.append(f"r.{col} {op} ?")
+                clauses.append(f"{col if '.' in col else 'r.' + col} {op} ?")
                 params.append(val)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def query(self, flt: QueryFilter, limit: int = 10_000) -> list[dict[str, Any]]:
         where, params = self._where(flt)
+        order = "r.time_ns, r.record_id"
+        if flt.subject_pseudonym is not None:
+            order = "+r.time_ns, r.record_id"
         rows = self._x(
             "SELECT r.time_ns, r.record_id, r.source, r.sequence, r.department, r.model, "
             "r.purpose, r.outcome, r.status_code, r.prompt_tokens, r.completion_tokens, "
-            "l.subject_pseudonym FROM records r "
+            "l.subject_pseudonym, r.body FROM records r "
             "LEFT JOIN subject_links l ON l.record_id = r.record_id"
-            f"{where} ORDER BY r.time_ns, r.record_id LIMIT ?",
+            f"{where} ORDER BY {order} LIMIT ?",
             [*params, limit],
         ).fetchall()
         out = []
         for row in rows:
-            d = dict(zip(QUERY_COLUMNS, row, strict=True))
+            d = dict(zip(QUERY_COLUMNS[:-2], row[:-1], strict=True))
+            # Digest and door live only in the hashed body; older records have no digest, and
+            # those written before the door was recorded came through gRPC.
+            body = json.loads(row[-1])
+            d["model_digest"] = body.get("model_digest", "")
+            d["interface"] = body.get("interface", "grpc")
             d["subject"] = d["subject"] if d["subject"] is not None else "(erased)"
             out.append(d)
         return out
 
     def usage(self, flt: QueryFilter) -> list[UsageRow]:
         where, params = self._where(flt)
+        join = ""
+        if flt.subject_pseudonym is not None:
+            join = " JOIN subject_links l ON l.record_id = r.record_id"
         rows = self._x(
             "SELECT r.department, r.model, r.purpose, r.outcome, COUNT(*), "
             "COALESCE(SUM(r.prompt_tokens), 0), COALESCE(SUM(r.completion_tokens), 0) "
-            f"FROM records r{where} GROUP BY r.department, r.model, r.purpose, r.outcome "
+            f"FROM records r{join}{where} GROUP BY r.department, r.model, r.purpose, r.outcome "
             "ORDER BY r.department, r.model, r.purpose, r.outcome",
             params,
         ).fetchall()
@@ -347,4 +394,5 @@ def schema(id_column: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS checkpoints (
             id {id_column}, created_ns BIGINT NOT NULL, payload TEXT NOT NULL,
             signature TEXT NOT NULL, public_key TEXT NOT NULL)""",
+        *retention_schema(id_column),
     ]

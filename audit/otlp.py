@@ -50,6 +50,10 @@ _ATTRS: dict[str, str] = {
             "status_code",
             "retry_count",
             "client_request_id",
+            "model_digest",
+            "interface",
+            "peer",
+            "repeats",
         ]
     },
 }

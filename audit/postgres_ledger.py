@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Generator, Sequence
+from typing import Any
+
 import psycopg
 
 from audit.ledger import SqlLedger, schema
@@ -23,6 +27,18 @@ class PostgresLedger(SqlLedger):
         for ddl in schema("BIGSERIAL PRIMARY KEY"):
             conn.execute(ddl.encode())
         super().__init__(conn)
+        self._cursors = itertools.count()
+
+    def _stream(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> Generator[tuple[Any, ...], None, None]:
+        # A named (server-side) cursor fetches `itersize` rows at a time, so a chain of any
+        # length streams in bounded memory; it needs a transaction, which also pins a snapshot.
+        name = f"llmgw_stream_{next(self._cursors)}"
+        with self._conn.transaction(), self._conn.cursor(name=name) as cur:
+            cur.itersize = 2000
+            cur.execute(sql.replace("?", self.PARAM).encode(), tuple(params))
+            yield from cur
 
     def _scrub(self) -> None:
         self._x("VACUUM subject_links")

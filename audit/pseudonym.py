@@ -6,22 +6,27 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from audit.keyfile import KeyFileError as KeyFileError
+from audit.keyfile import check_private
+
 KEY_BYTES = 32
-
-
-class KeyFileError(Exception):
-    """A key file is missing, unreadable, too short, or readable by others."""
+# The content-hash key is derived from the deployment's one secret (HKDF-SHA256, this label), so
+# one mounted file serves both keys, and holding the content key does not give the pseudonym key.
+CONTENT_KEY_INFO = b"llm-gateway audit content-hash key v1"
 
 
 def load_or_create_key(path: str | os.PathLike[str]) -> bytes:
     """Read a secret key from `path`, generating it (mode 0600) on first use.
 
     The key lives beside the gateway's data, never in the audit store: whoever holds the store
-    alone cannot recompute a pseudonym from a name. A file readable by group or others is refused,
-    because the key is what keeps pseudonyms from being reversed by guessing subjects.
+    alone cannot recompute a pseudonym from a name. A file others can read is refused (see
+    `audit.keyfile.check_private`), because the key is what keeps pseudonyms from being reversed
+    by guessing subjects.
     """
     p = Path(path)
     if not p.exists():
@@ -31,17 +36,32 @@ def load_or_create_key(path: str | os.PathLike[str]) -> bytes:
             fh.write(secrets.token_bytes(KEY_BYTES))
             fh.flush()
             os.fsync(fh.fileno())
-    mode = stat.S_IMODE(p.stat().st_mode)
-    if mode & 0o077:
+    return load_key(p, min_bytes=16)
+
+
+def load_key(path: str | os.PathLike[str], *, min_bytes: int = KEY_BYTES) -> bytes:
+    """Read an existing secret key (a mounted secret): never created, at least `min_bytes`."""
+    p = Path(path)
+    if not p.is_file():
         raise KeyFileError(
-            f"{p}: key file has mode {mode:o}; run `chmod 600 {p}` so only its owner can read it"
+            f"{p}: no such key file; create one with `head -c 32 /dev/urandom > {p.name}` "
+            "and mount it (docs/deploy.md)"
         )
+    check_private(p)
     key = p.read_bytes()
-    if len(key) < 16:
+    if len(key) < min_bytes:
         raise KeyFileError(
-            f"{p}: key is {len(key)} bytes; need at least 16 (delete it to regenerate)"
+            f"{p}: key is {len(key)} bytes; need at least {min_bytes} random bytes "
+            f"(`head -c 32 /dev/urandom > {p.name}`)"
         )
     return key
+
+
+def derive_content_key(secret: bytes) -> bytes:
+    """The key of `content_hmac`, derived from the deployment secret (HKDF-SHA256)."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=CONTENT_KEY_INFO
+    ).derive(secret)
 
 
 class Pseudonymizer:

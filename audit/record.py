@@ -66,6 +66,15 @@ class AuditRecord:
     timings: Timings = Timings()
     retry_count: int = 0
     client_request_id: str = ""
+    # `sha256:...` of the build that answered (the worker's advertised weights digest); empty
+    # when no worker was reached or the worker advertised none.
+    model_digest: str = ""
+    # The door the request came through: "grpc" or "openai-http".
+    interface: str = "grpc"
+    # Refusals before authentication only: the caller's address, and how many further refusals
+    # of the same kind from it this record stands for (aggregated per window, not written alone).
+    peer: str = ""
+    repeats: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (enums as values, tuples as lists)."""

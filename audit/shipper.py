@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,16 @@ log = logging.getLogger(__name__)
 
 SHIPPED = Counter("llmgw_audit_shipped_total", "Audit records acknowledged by the audit store")
 SHIP_ERRORS = Counter("llmgw_audit_ship_errors_total", "Failed audit exports (retried)")
-SHIP_PENDING = Gauge("llmgw_audit_ship_pending", "Audit records in the spool not yet delivered")
+SHIP_PENDING = Gauge(
+    "llmgw_audit_ship_pending",
+    "Audit records in the spool not yet delivered",
+    multiprocess_mode="livesum",
+)
+FAILING_SINCE = Gauge(
+    "llmgw_audit_ship_failing_since_timestamp_seconds",
+    "Unix time of the first failed export of the current outage; 0 while exports succeed.",
+    multiprocess_mode="max",
+)
 
 
 class ExportRejected(Exception):
@@ -39,6 +49,8 @@ class ShipperHealth:
     pending: int
     delivered: int
     last_error: str | None
+    failing_for_s: float = 0.0  # how long every export has failed (0 while they succeed)
+    oldest_pending_ns: int = 0  # wall-clock time of the oldest undelivered record (0: none)
 
 
 class Shipper:
@@ -77,6 +89,8 @@ class Shipper:
         self._pending = 0
         self._delivered = 0
         self._last_error: str | None = None
+        self._failing_since: float | None = None  # monotonic time of the outage's first failure
+        self._oldest_pending_ns = 0
         self._listener: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -99,7 +113,14 @@ class Shipper:
         self._task = asyncio.create_task(self._run(stub), name="audit-shipper")
 
     def health(self) -> ShipperHealth:
-        return ShipperHealth(self._pending, self._delivered, self._last_error)
+        failing = self._failing_since
+        return ShipperHealth(
+            self._pending,
+            self._delivered,
+            self._last_error,
+            failing_for_s=0.0 if failing is None else time.monotonic() - failing,
+            oldest_pending_ns=self._oldest_pending_ns if self._pending else 0,
+        )
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Ship what is pending for at most `flush_timeout_s`, then stop; the rest stays spooled."""
@@ -136,12 +157,14 @@ class Shipper:
         self._wake.clear()  # before reading: an append after the read sets it again
         batch = await self._spool.pending(self._batch_size)
         if not batch:
+            self._oldest_pending_ns = 0
             self._set_pending(0)
             if self._closing:
                 return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
             return False
+        self._oldest_pending_ns = batch[0].time_ns
         self._set_pending(await self._spool.pending_count())
         await self._send(stub, batch)
         await self._spool.mark_delivered([r.sequence for r in batch])
@@ -158,6 +181,9 @@ class Shipper:
         err = state.outcome.exception() if state.outcome else None
         self._last_error = f"{type(err).__name__}: {_describe(err)}"
         SHIP_ERRORS.inc()
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            FAILING_SINCE.set(time.time())
         log.warning(
             "audit export to %s failed (attempt %d): %s",
             self._target,
@@ -187,6 +213,9 @@ class Shipper:
                         + response.partial_success.error_message
                     )
         self._last_error = None
+        if self._failing_since is not None:
+            self._failing_since = None
+            FAILING_SINCE.set(0)
 
 
 def _describe(err: BaseException | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -15,10 +16,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from prometheus_client import Counter
 
+from audit.chain import ChainHead
 from audit.checkpoint import Checkpoint, load_or_create_signing_key, sign_checkpoint
+from audit.coarsen import coarsen_checkpoints
 from audit.ledger import AppendResult, Ledger
 from audit.otlp import audit_spans, decode_all
 from audit.record import AuditRecord
+from audit.retention import SourceRetention, describe, load_rules, retain
 from audit.settings import AuditStoreSettings
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,10 @@ STORE_FOREIGN_SPANS = Counter(
     "llmgw_audit_store_foreign_spans_total", "Spans not of scope llmgateway.audit (ignored)"
 )
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+# Unchanged heads are signed again after this long, so that `verify`'s freshness check (a day by
+# default) holds on an idle ledger; changed heads are signed at every checkpoint interval.
+RESIGN_IDLE_NS = 3600 * 1_000_000_000
+COARSEN_EVERY_NS = 3600 * 1_000_000_000
 
 
 def open_ledger(db_path: str | None, postgres_dsn: str | None) -> Ledger:
@@ -52,11 +60,19 @@ class LedgerGate:
         self.ledger = ledger
         self._key = key
         self._lock = asyncio.Lock()
-        self._signed: dict[str, object] | None = None
+        self._signed: dict[str, ChainHead] | None = None
+        self._signed_ns = 0
+        self._coarsened_ns = 0
 
     async def append(self, records: list[AuditRecord]) -> AppendResult:
         async with self._lock:
             return await asyncio.to_thread(self.ledger.append, records)
+
+    async def retain(self, policy_dir: str, default_days: int | None) -> list[SourceRetention]:
+        """Run retention now under the policy directory's current purpose register."""
+        rules = await asyncio.to_thread(load_rules, policy_dir, default_days)
+        async with self._lock:
+            return await asyncio.to_thread(retain, self.ledger, rules, self._key, time.time_ns())
 
     async def checkpoint(self) -> Checkpoint | None:
         """Sign the current chain heads, unless nothing changed since the last checkpoint."""
@@ -65,11 +81,21 @@ class LedgerGate:
 
     def _checkpoint_sync(self) -> Checkpoint | None:
         heads = self.ledger.heads()
-        if not heads or heads == self._signed:
+        now = time.time_ns()
+        if self._signed is None:  # after a restart: what the last run signed, if anything
+            last = self.ledger.newest_checkpoint()
+            self._signed = last.heads() if last is not None else {}
+            self._signed_ns = last.created_ns if last is not None else 0
+        if not heads or (heads == self._signed and now - self._signed_ns < RESIGN_IDLE_NS):
             return None
-        cp = sign_checkpoint(self._key, heads, time.time_ns())
+        cp = sign_checkpoint(self._key, heads, now)
         self.ledger.add_checkpoint(cp)
-        self._signed = dict(heads)
+        self._signed, self._signed_ns = dict(heads), now
+        if now - self._coarsened_ns >= COARSEN_EVERY_NS:
+            self._coarsened_ns = now
+            dropped = coarsen_checkpoints(self.ledger, now)
+            if dropped:
+                log.info("coarsened %d old audit checkpoint(s)", dropped)
         return cp
 
 
@@ -125,6 +151,8 @@ class AuditStoreHandle:
     gate: LedgerGate
     health: health.aio.HealthServicer
     _checkpointer: asyncio.Task[None]
+    _retainer: asyncio.Task[None] | None = None
+    _retain_stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @property
     def ledger(self) -> Ledger:
@@ -136,6 +164,9 @@ class AuditStoreHandle:
         self._checkpointer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._checkpointer
+        if self._retainer is not None:  # a run in its thread finishes first: never cut it short
+            self._retain_stop.set()
+            await self._retainer
         await self.gate.checkpoint()
         await asyncio.to_thread(self.gate.ledger.close)
 
@@ -149,6 +180,19 @@ async def _checkpoint_loop(gate: LedgerGate, interval_s: float) -> None:
             log.exception("audit checkpoint failed")
 
 
+async def _retain_loop(gate: LedgerGate, settings: AuditStoreSettings, stop: asyncio.Event) -> None:
+    assert settings.retain_policy_dir is not None
+    while not stop.is_set():
+        try:
+            results = await gate.retain(settings.retain_policy_dir, settings.retain_default_days)
+            for line in describe(results, dry_run=False):
+                log.info("retention: %s", line)
+        except Exception:  # a policy being edited or a failed run must not stop later runs
+            log.exception("audit retention run failed; retrying at the next interval")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.retain_interval_s)
+
+
 def _server_credentials(settings: AuditStoreSettings) -> grpc.ServerCredentials | None:
     if not (settings.tls_cert_file and settings.tls_key_file):
         return None
@@ -159,6 +203,8 @@ def _server_credentials(settings: AuditStoreSettings) -> grpc.ServerCredentials 
 async def serve_store(settings: AuditStoreSettings) -> AuditStoreHandle:
     """Start the store in this event loop (for `llm-audit serve` and the dev stack)."""
     settings.check()
+    if settings.retain_policy_dir is not None:  # refuse to start on a register retention rejects
+        load_rules(settings.retain_policy_dir, settings.retain_default_days)
     key = load_or_create_signing_key(settings.keys_dir)
     ledger = await asyncio.to_thread(open_ledger, settings.db_path, settings.postgres_dsn)
     gate = LedgerGate(ledger, key)
@@ -176,5 +222,8 @@ async def serve_store(settings: AuditStoreSettings) -> AuditStoreHandle:
     await server.start()
     await health_servicer.set(TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     task = asyncio.create_task(_checkpoint_loop(gate, settings.checkpoint_interval_s))
+    handle = AuditStoreHandle(port, server, gate, health_servicer, task)
+    if settings.retain_policy_dir is not None:
+        handle._retainer = asyncio.create_task(_retain_loop(gate, settings, handle._retain_stop))
     log.info("audit store listening on port %d", port)
-    return AuditStoreHandle(port, server, gate, health_servicer, task)
+    return handle

@@ -1,27 +1,31 @@
-"""Verification: names the first altered, deleted, reordered or inserted record."""
+"""Verification: names the first altered, deleted, reordered or inserted record of each chain.
+
+Linear and bounded: checkpoints are read once into the heads they sign (per source, by chain
+index), then each chain is streamed once and checked against them as the scan reaches each
+index. Memory holds the distinct signed heads and a window of recent links, never a chain.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.chain import GENESIS, Link, link_hash
+from audit.chain_check import ChainOutcome, ChainPlan, Problem, check_chain
 from audit.checkpoint import Checkpoint, raw_public_key
-from audit.ledger import DENORMALISED, Ledger
+from audit.ledger import Ledger
+from audit.retention_check import collect_retention
 
+__all__ = ["DEFAULT_MAX_CHECKPOINT_AGE_S", "Problem", "VerifyResult", "verify"]
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One verification failure; `record_id`/`sequence` name the record where it shows."""
-
-    kind: str  # altered | deleted | reordered | inserted | truncated | checkpoint
-    source: str
-    record_id: str
-    sequence: int | None
-    message: str
+# A store signs changed heads every minute and unchanged ones at least hourly; a day without a
+# checkpoint means the store stopped, or someone removed what it signed since.
+DEFAULT_MAX_CHECKPOINT_AGE_S = 86_400.0
+_NS = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -30,155 +34,214 @@ class VerifyResult:
     sources: int = 0
     checkpoints: int = 0
     problems: list[Problem] = field(default_factory=list)
+    newest: Checkpoint | None = None  # newest checkpoint with a valid signature by the pinned key
+    uncovered: int = 0  # records after the newest checkpoint's heads (appended since it)
+    incremental_from: int | None = None  # created_ns of the checkpoint an incremental run began at
+    retention: list[str] = field(default_factory=list)  # what signed retention statements removed
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def _seq(link: Link) -> int | None:
-    try:
-        value = json.loads(link.body).get("sequence")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
+@dataclass(slots=True)
+class _Plans:
+    """The per-source plans and what the checkpoint pass found."""
+
+    by_source: dict[str, ChainPlan] = field(default_factory=dict)
+    last_created: int | None = None
+
+    def plan(self, source: str) -> ChainPlan:
+        p = self.by_source.get(source)
+        if p is None:
+            p = self.by_source[source] = ChainPlan(source)
+        return p
 
 
-def _name(link: Link) -> str:
-    return f"record {link.record_id} (sequence {_seq(link)}, chain index {link.chain_index})"
+def _cp_problem(cp: Checkpoint, why: str) -> Problem:
+    return Problem("checkpoint", "", "", None, f"checkpoint {cp.created_ns}: {why}")
 
 
-def _columns_altered(ledger: Ledger, link: Link) -> str | None:
-    """Why a link's columns disagree with its hashed body, or None."""
-    body = json.loads(link.body)
-    if body.get("record_id") != link.record_id or body.get("chain_index") != link.chain_index:
-        return "its record_id or chain index column differs from its hashed content"
-    columns = ledger.denormalised(link.record_id)
-    for col in DENORMALISED:
-        hashed = body.get(col)
-        if col in columns and columns[col] != hashed:
-            return f"column {col!r} differs from its hashed content"
-    return None
-
-
-def _break(links: list[Link], i: int) -> tuple[str, Link, str]:
-    """Classify a broken link at position i: (kind, record to name, explanation)."""
-    link = links[i]
-    by_hash = {x.hash: n for n, x in enumerate(links)}
-    linked_to = {x.prev_hash for x in links}
-    j = by_hash.get(link.prev_hash)
-    if j is not None and j > i:
-        return "reordered", link, f"it is placed before its predecessor {links[j].record_id}"
-    if j is not None and j < i:
-        # Either rows j+1..i-1 were slipped in, or this row was: a genuine row is linked to.
-        if link.hash in linked_to:
-            return "inserted", links[j + 1], f"it was inserted after {links[j].record_id}"
-        return "inserted", link, f"it links to {links[j].record_id}, not to the record before it"
-    expected = links[i - 1].chain_index + 1 if i else 1
-    if link.chain_index > expected:
-        return "deleted", link, f"the record(s) at chain index {expected}..{link.chain_index - 1} "
-    return "inserted", link, "it does not link to the record before it (forged or relinked)"
-
-
-def verify_chain(ledger: Ledger, source: str, result: VerifyResult) -> list[Link]:
-    """Check one source's chain; returns the verified prefix (up to the first problem)."""
-    links = list(ledger.links(source))
-    head = GENESIS
-    for i, link in enumerate(links):
-        result.records += 1
-        # Order matters: a moved record has an intact body but its position column changed,
-        # which is a reorder, not an alteration; so links are checked before columns.
-        if link_hash(link.prev_hash, link.body) != link.hash:
-            why = "its hashed content or hash was changed"
-            result.problems.append(
-                Problem("altered", source, link.record_id, _seq(link), f"{_name(link)}: {why}")
-            )
-            return links[:i]
-        if link.prev_hash != head:
-            kind, named, why = _break(links, i)
-            if kind == "deleted":
-                msg = f"{why}were deleted before {_name(named)}"
-            else:
-                msg = f"{_name(named)} {kind}: {why}"
-            result.problems.append(Problem(kind, source, named.record_id, _seq(named), msg))
-            return links[: links.index(named)]
-        column = _columns_altered(ledger, link)
-        if column is not None:
-            result.problems.append(
-                Problem("altered", source, link.record_id, _seq(link), f"{_name(link)}: {column}")
-            )
-            return links[:i]
-        head = link.hash
-    return links
-
-
-def check_checkpoint(
+def _add_checkpoint(
     cp: Checkpoint,
-    chains: dict[str, list[Link]],
-    broken: set[str],
+    plans: _Plans,
     key: Ed25519PublicKey | None,
+    key_hex: str,
     result: VerifyResult,
 ) -> None:
+    """Check one checkpoint's signature and record the heads it signs (no chain is read here)."""
     result.checkpoints += 1
-    if key is not None and cp.public_key != raw_public_key(key).hex():
-        result.problems.append(
-            Problem(
-                "checkpoint", "", "", None, f"checkpoint {cp.created_ns}: signed by another key"
-            )
-        )
+    if key is not None and cp.public_key != key_hex:
+        result.problems.append(_cp_problem(cp, "signed by another key"))
         return
     if key is not None and not cp.signature_valid(key):
-        result.problems.append(
-            Problem("checkpoint", "", "", None, f"checkpoint {cp.created_ns}: bad signature")
-        )
+        result.problems.append(_cp_problem(cp, "bad signature"))
         return
-    for source, signed in cp.heads().items():
-        chain = chains.get(source, [])
-        at = next((x for x in chain if x.chain_index == signed.chain_index), None)
-        if at is None and source not in broken:
-            last = f"{_name(chain[-1])}" if chain else "no record"
-            result.problems.append(
-                Problem(
-                    "truncated",
-                    source,
-                    chain[-1].record_id if chain else "",
-                    _seq(chain[-1]) if chain else None,
-                    f"source {source}: chain ends at {last}, but checkpoint {cp.created_ns} "
-                    f"signed chain index {signed.chain_index}: the tail was deleted",
+    try:
+        payload = json.loads(cp.payload)
+        heads = {s: (int(h["chain_index"]), str(h["hash"])) for s, h in payload["heads"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        result.problems.append(_cp_problem(cp, "malformed payload"))
+        return
+    if payload.get("created_ns") != cp.created_ns:
+        result.problems.append(_cp_problem(cp, "its time differs from the signed time"))
+        return
+    if key is not None and (result.newest is None or cp.created_ns > result.newest.created_ns):
+        result.newest = cp
+    for source, (index, head_hash) in heads.items():
+        plan = plans.plan(source)
+        if plan.cut is not None and index <= plan.cut[0]:  # pruned: nothing left to compare
+            if index == plan.cut[0] and head_hash != plan.cut[1]:
+                result.problems.append(
+                    _cp_problem(cp, f"signs another hash for {source}'s pruning cut at {index}")
                 )
-            )
-        elif at is not None and at.hash != signed.hash:
+            continue
+        if plan.start is not None and index < plan.start[0]:
             result.problems.append(
-                Problem(
-                    "checkpoint",
-                    source,
-                    at.record_id,
-                    _seq(at),
-                    f"{_name(at)} differs from the head signed in checkpoint {cp.created_ns}: "
-                    "the chain was rewritten",
+                _cp_problem(
+                    cp, f"signs chain index {index} of {source}, behind the head "
+                    "verified by the last run: the chain was rewritten; run a full verify",
                 )
+            )  # fmt: skip
+            continue
+        first = plan.signed.setdefault(index, (head_hash, cp.created_ns))
+        if first[0] != head_hash:
+            plan.conflicts.append((index, head_hash, cp.created_ns))
+
+
+def _collect(
+    ledger: Ledger,
+    witness: Iterable[Checkpoint],
+    key: Ed25519PublicKey | None,
+    plans: _Plans,
+    result: VerifyResult,
+    after_ns: int | None,
+) -> None:
+    seen: set[str] = set()
+    key_hex = raw_public_key(key).hex() if key is not None else ""
+    for _, cp in ledger.iter_checkpoints(after_ns):
+        if plans.last_created is not None and cp.created_ns < plans.last_created:
+            result.problems.append(_cp_problem(cp, "stored after a newer checkpoint (reordered)"))
+        plans.last_created = max(cp.created_ns, plans.last_created or cp.created_ns)
+        seen.add(cp.signature)
+        _add_checkpoint(cp, plans, key, key_hex, result)
+    for cp in witness:
+        if after_ns is not None and cp.created_ns <= after_ns:
+            continue
+        if cp.signature in seen:
+            result.checkpoints += 1  # the same signed statement: already checked
+            continue
+        _add_checkpoint(cp, plans, key, key_hex, result)
+
+
+def _freshness(result: VerifyResult, max_age_s: float | None, now_ns: int) -> None:
+    if max_age_s is None or result.sources == 0:  # an empty ledger has nothing to cover
+        return
+    limit = f"--max-checkpoint-age {max_age_s:g}s"
+    if result.newest is None:
+        result.problems.append(
+            Problem(
+                "stale", "", "", None,
+                "no checkpoint signed by the pinned key covers the ledger: nothing shows that "
+                "records were not deleted or rewritten (deleting checkpoints with a truncated "
+                f"tail looks like this). Sign one (`llm-audit checkpoint`), or pass {limit} "
+                "larger only for a copy known to be old",
             )
+        )  # fmt: skip
+        return
+    age_s = (now_ns - result.newest.created_ns) / _NS
+    if age_s > max_age_s:
+        result.problems.append(
+            Problem(
+                "stale", "", "", None,
+                f"the newest checkpoint signed by the pinned key is {age_s / 3600:.1f} h old, "
+                f"older than {limit}: the store stopped signing, or later records and their "
+                "checkpoints were deleted; check the store, or verify against a witness file",
+            )
+        )  # fmt: skip
+
+
+def _uncovered(result: VerifyResult, outcomes: Sequence[ChainOutcome]) -> None:
+    signed = result.newest.heads() if result.newest else {}
+    for o in outcomes:
+        end = o.last[0] if o.last else 0
+        head = signed.get(o.source)
+        result.uncovered += max(0, end - (head.chain_index if head else 0))
 
 
 def verify(
     ledger: Ledger,
     public_key: Ed25519PublicKey | None = None,
-    witness: Sequence[Checkpoint] = (),
+    witness: Iterable[Checkpoint] = (),
+    *,
+    max_checkpoint_age_s: float | None = DEFAULT_MAX_CHECKPOINT_AGE_S,
+    start: Checkpoint | None = None,
+    run_chains: Callable[[list[ChainPlan]], list[ChainOutcome]] | None = None,
+    on_records: Callable[[int], None] | None = None,
+    now_ns: int | None = None,
 ) -> VerifyResult:
     """Recompute every chain and check it against every checkpoint (the ledger's and a witness's).
 
     Without `public_key` the signatures are not checked (the key in the ledger proves nothing
-    to someone who could rewrite it); the signed heads are still compared with the chains.
+    to someone who could rewrite it) and neither is freshness; the signed heads are still
+    compared with the chains. With it, the newest valid checkpoint must be younger than
+    `max_checkpoint_age_s` (None: not checked). `start` (a checkpoint verified by an earlier
+    run) makes the run incremental: each chain is read only after that checkpoint's head.
+    `run_chains` runs the per-chain checks elsewhere (parallel processes); by default here.
     """
     result = VerifyResult()
-    chains: dict[str, list[Link]] = {}
-    broken: set[str] = set()
-    for source in ledger.sources():
-        result.sources += 1
-        before = len(result.problems)
-        chains[source] = verify_chain(ledger, source, result)
-        if len(result.problems) > before:
-            broken.add(source)
-    for cp in [*ledger.checkpoints(), *witness]:
-        check_checkpoint(cp, chains, broken, public_key, result)
+    plans = _Plans()
+    after_ns = None
+    if start is not None:
+        after_ns = result.incremental_from = start.created_ns
+        result.newest = start
+        for source, head in start.heads().items():
+            plans.plan(source).start = (head.chain_index, head.hash)
+    found = collect_retention(
+        ledger.iter_retention_checkpoints(),
+        public_key,
+        raw_public_key(public_key).hex() if public_key is not None else "",
+        plans.plan,
+    )
+    result.problems.extend(found.problems)
+    result.retention = found.prunings
+    _collect(ledger, witness, public_key, plans, result, after_ns)
+    sources = sorted(set(ledger.sources()) | set(plans.by_source))
+    todo = [plans.plan(s) for s in sources]
+    if run_chains is None:
+        outcomes = [check_chain(ledger, p, on_records) for p in todo]
+    else:
+        outcomes = run_chains(todo)
+    chain_problems = [p for o in outcomes for p in o.problems]
+    result.problems[:0] = chain_problems  # a chain's own problem names the record: list it first
+    result.sources = len(sources)
+    result.records = sum(o.records for o in outcomes)
+    if start is None:
+        for table, record_id in ledger.orphan_side_rows():
+            result.problems.append(
+                Problem(
+                    "inserted", "", record_id, None,
+                    f"{table} row for record {record_id}, which is not in the ledger",
+                )
+            )  # fmt: skip
+    if public_key is not None:  # without a pinned key no checkpoint counts as covering
+        _uncovered(result, outcomes)
+        _freshness(result, max_checkpoint_age_s, time.time_ns() if now_ns is None else now_ns)
     return result
+
+
+def load_state(path: Path, key: Ed25519PublicKey) -> Checkpoint:
+    """The checkpoint a previous run verified, re-checked against the pinned key."""
+    try:
+        cp = Checkpoint.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a verify state file ({err}); run a full verify") from err
+    if cp.public_key != raw_public_key(key).hex() or not cp.signature_valid(key):
+        raise ValueError(f"{path}: not signed by the pinned key; run a full verify")
+    return cp
+
+
+def save_state(path: Path, cp: Checkpoint) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(cp.to_json() + "\n")
+    tmp.replace(path)

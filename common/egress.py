@@ -8,12 +8,11 @@ import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Self
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter
 
-from common.settings import SettingsError, section, str_list
+from common.settings import SettingsError, setting
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -36,7 +35,6 @@ _PLAINTEXT_SCHEMES = frozenset({"http", "redis", "grpc"})
 # the caller says whether it connects with TLS.
 _CALLER_TLS_SCHEMES = frozenset({"postgresql", "postgres"})
 _LOCAL_GRPC_SCHEMES = ("unix:", "unix-abstract:")
-_SETTINGS_KEYS = ("allowed_networks", "allowed_host_suffixes", "allow_plaintext")
 
 
 class ResidencyViolation(Exception):
@@ -51,47 +49,65 @@ class ResidencyViolation(Exception):
         self.message = message
 
 
+def _strings(value: object, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{key}: expected a list of strings, got {value!r}")
+    return value
+
+
+def _networks(value: object, key: str) -> tuple[IPNetwork, ...]:
+    networks: list[IPNetwork] = []
+    for i, item in enumerate(_strings(value, key)):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as err:
+            raise SettingsError(
+                f"{key}[{i}]: expected a CIDR such as 10.20.0.0/16 ({err})"
+            ) from None
+    return tuple(networks)
+
+
+def _suffixes(value: object, key: str) -> tuple[str, ...]:
+    suffixes = []
+    for i, item in enumerate(_strings(value, key)):
+        suffix = item.strip().lower().lstrip(".")
+        if not suffix:
+            raise SettingsError(f"{key}[{i}]: expected a DNS suffix")
+        suffixes.append(suffix)
+    return tuple(suffixes)
+
+
+def _plaintext(value: object, key: str) -> bool | tuple[str, ...]:
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, list):
+        raise SettingsError(f"{key}: expected true, false or a list of host patterns and CIDRs")
+    return tuple(_strings(value, key))
+
+
 @dataclass(frozen=True, slots=True)
 class ResidencySettings:
-    """Where the gateway may send data.
+    """Where the gateway may send data (loopback is always allowed)."""
 
-    `allowed_networks` are CIDRs every resolved address must fall in (loopback is always
-    allowed). `allowed_host_suffixes`, when not empty, are the DNS suffixes a host name must end
-    with (IP literals are judged by network only). `allow_plaintext` is True to allow plaintext
-    to any allowed address, or host patterns (fnmatch globs such as `*.cluster.local`) and CIDRs
-    whose addresses may be reached without TLS; by default only loopback may be plaintext.
-    """
-
-    allowed_networks: tuple[IPNetwork, ...] = ()
-    allowed_host_suffixes: tuple[str, ...] = ()
-    allow_plaintext: bool | tuple[str, ...] = ()
-
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "residency") -> Self:
-        """Build from a parsed settings mapping; errors name the full key path."""
-        d = section(data, path, _SETTINGS_KEYS)
-        networks: list[IPNetwork] = []
-        for i, item in enumerate(str_list(d, "allowed_networks", path)):
-            try:
-                networks.append(ipaddress.ip_network(item, strict=True))
-            except ValueError as err:
-                raise SettingsError(
-                    f"{path}.allowed_networks[{i}]: expected a CIDR such as 10.20.0.0/16 ({err})"
-                ) from None
-        suffixes = []
-        for i, item in enumerate(str_list(d, "allowed_host_suffixes", path)):
-            suffix = item.strip().lower().lstrip(".")
-            if not suffix:
-                raise SettingsError(f"{path}.allowed_host_suffixes[{i}]: expected a DNS suffix")
-            suffixes.append(suffix)
-        raw_plaintext = d.get("allow_plaintext", [])
-        if isinstance(raw_plaintext, bool):
-            return cls(tuple(networks), tuple(suffixes), raw_plaintext)
-        if not isinstance(raw_plaintext, list):
-            raise SettingsError(
-                f"{path}.allow_plaintext: expected true, false or a list of host patterns and CIDRs"
-            )
-        return cls(tuple(networks), tuple(suffixes), str_list(d, "allow_plaintext", path))
+    allowed_networks: tuple[IPNetwork, ...] = setting(
+        (),
+        doc="CIDRs every resolved egress address must fall in",
+        expect="a list of CIDRs",
+        parse=_networks,
+    )
+    allowed_host_suffixes: tuple[str, ...] = setting(
+        (),
+        doc="when not empty, the DNS suffixes a host name must end with (IP literals are "
+        "judged by network only)",
+        parse=_suffixes,
+    )
+    allow_plaintext: bool | tuple[str, ...] = setting(
+        (),
+        doc="true: plaintext to any allowed address; or host patterns (fnmatch globs such as "
+        "*.cluster.local) and CIDRs reachable without TLS; by default only loopback",
+        expect="true, false or a list of host patterns and CIDRs",
+        parse=_plaintext,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 from urllib.parse import urlsplit
 
 import grpc
@@ -24,26 +23,17 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import Attributes
 
 from common.egress import EgressGuard
-from common.settings import SettingsError, optional_str, section, typed
+from common.settings import Invalid, SettingsError, setting
 
 # OpenTelemetry GenAI semantic conventions (attribute names as of semconv 1.37).
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
-GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
-GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
-GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
-GEN_AI_REQUEST_TOP_K = "gen_ai.request.top_k"
-GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
-GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
 GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
 GEN_AI_RESPONSE_ID = "gen_ai.response.id"
-GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
-GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
-GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
 # Content attributes: set only through `record_content`, which checks the department's policy.
 GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
@@ -67,85 +57,68 @@ _RETRYABLE_CODES = frozenset(
         grpc.StatusCode.ABORTED,
     }
 )
-_SETTINGS_KEYS = (
-    "enabled",
-    "service_name",
-    "otlp_endpoint",
-    "insecure",
-    "ca_file",
-    "sample_ratio",
-    "honour_parent_sampled",
-    "export_timeout_s",
-)
+
+
+def _ratio(value: float, key: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{key}: expected a number between 0 and 1")
+
+
+def _export_timeout(value: float, key: str) -> None:
+    if not 0.0 < value <= 300.0:
+        raise SettingsError(f"{key}: expected seconds in (0, 300]")
 
 
 @dataclass(frozen=True, slots=True)
 class TelemetrySettings:
-    """How the gateway traces requests.
+    """How the gateway traces requests (OpenTelemetry, OTLP/gRPC export).
 
-    `otlp_endpoint` is `https://host:port`, `http://host:port` (plaintext) or `host:port` (TLS
-    unless `insecure`); None keeps spans in process (useful with an injected exporter). The
-    residency guard checks it, and refuses plaintext off loopback unless residency allows it.
-    `sample_ratio` samples new traces; `honour_parent_sampled` lets a caller's `traceparent`
-    sampled flag decide instead (a caller can then switch tracing off for its requests, which is
-    why the audit trail never depends on sampling).
+    The residency guard checks `otlp_endpoint` and refuses plaintext off loopback unless residency
+    allows it. With `honour_parent_sampled` a caller can switch tracing off for its requests,
+    which is why the audit trail never depends on sampling.
     """
 
-    enabled: bool = False
-    service_name: str = "llm-gateway"
-    otlp_endpoint: str | None = None
-    insecure: bool = False
-    ca_file: str | None = None
-    sample_ratio: float = 1.0
-    honour_parent_sampled: bool = True
-    export_timeout_s: float = 10.0
+    enabled: bool = setting(False, doc="trace requests")
+    service_name: str = setting("llm-gateway", doc="service.name of the spans")
+    otlp_endpoint: str | None = setting(
+        None,
+        doc="https://host:port, http://host:port (plaintext) or host:port (TLS unless insecure); "
+        "null keeps spans in process",
+    )
+    insecure: bool = setting(False, doc="plaintext to a host:port endpoint")
+    ca_file: str | None = setting(None, doc="CA that signed the collector's certificate (PEM)")
+    sample_ratio: float = setting(1.0, doc="share of new traces sampled, 0 to 1", check=_ratio)
+    honour_parent_sampled: bool = setting(
+        True, doc="let a caller's traceparent sampled flag decide instead of sample_ratio"
+    )
+    export_timeout_s: float = setting(
+        10.0, doc="the most one export may take, in seconds (at most 300)", check=_export_timeout
+    )
 
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "telemetry") -> Self:
-        """Build from a parsed settings mapping; errors name the full key path."""
-        d = section(data, path, _SETTINGS_KEYS)
-        base = cls()
-        endpoint = optional_str(d, "otlp_endpoint", path)
-        insecure = typed(d, "insecure", path, bool, base.insecure)
-        if endpoint is not None:
-            _endpoint_parts(endpoint, insecure, f"{path}.otlp_endpoint")
-        ratio = typed(d, "sample_ratio", path, float, base.sample_ratio)
-        if not 0.0 <= ratio <= 1.0:
-            raise SettingsError(f"{path}.sample_ratio: expected a number between 0 and 1")
-        timeout = typed(d, "export_timeout_s", path, float, base.export_timeout_s)
-        if not 0.0 < timeout <= 300.0:
-            raise SettingsError(f"{path}.export_timeout_s: expected seconds in (0, 300]")
-        return cls(
-            enabled=typed(d, "enabled", path, bool, base.enabled),
-            service_name=typed(d, "service_name", path, str, base.service_name),
-            otlp_endpoint=endpoint,
-            insecure=insecure,
-            ca_file=optional_str(d, "ca_file", path),
-            sample_ratio=ratio,
-            honour_parent_sampled=typed(
-                d, "honour_parent_sampled", path, bool, base.honour_parent_sampled
-            ),
-            export_timeout_s=timeout,
-        )
+    def check(self) -> None:
+        if self.otlp_endpoint is not None:
+            _endpoint_parts(self.otlp_endpoint, self.insecure)
 
 
-def _endpoint_parts(endpoint: str, insecure: bool, key: str) -> tuple[str, bool]:
+def _endpoint_parts(endpoint: str, insecure: bool) -> tuple[str, bool]:
     """Split an OTLP endpoint into the gRPC target `host:port` and whether it is plaintext."""
     scheme, sep, rest = endpoint.partition("://")
     if not sep:
         scheme, rest = "", endpoint
     if scheme not in ("", "http", "https"):
-        raise SettingsError(f"{key}: expected https://host:port, http://host:port or host:port")
+        raise Invalid("otlp_endpoint", "expected https://host:port, http://host:port or host:port")
     if scheme == "https" and insecure:
-        raise SettingsError(f"{key}: an https:// endpoint cannot be insecure; use http:// or TLS")
-    problem = f"{key}: expected host:port (OTLP/gRPC, usually port 4317) and no path"
+        raise Invalid(
+            "otlp_endpoint", "an https:// endpoint cannot be insecure; use http:// or TLS"
+        )
+    problem = "expected host:port (OTLP/gRPC, usually port 4317) and no path"
     try:
         parts = urlsplit(f"//{rest}")
         port = parts.port
     except ValueError:
-        raise SettingsError(problem) from None
+        raise Invalid("otlp_endpoint", problem) from None
     if not parts.hostname or port is None or parts.path not in ("", "/") or parts.username:
-        raise SettingsError(problem)
+        raise Invalid("otlp_endpoint", problem)
     return parts.netloc, scheme == "http" or insecure
 
 
@@ -252,15 +225,16 @@ def check_otlp_egress(settings: TelemetrySettings, guard: EgressGuard) -> tuple[
     """
     if not settings.enabled or settings.otlp_endpoint is None:
         return None
-    target, plaintext = _endpoint_parts(
-        settings.otlp_endpoint, settings.insecure, "telemetry.otlp_endpoint"
-    )
+    try:
+        target, plaintext = _endpoint_parts(settings.otlp_endpoint, settings.insecure)
+    except Invalid as problem:
+        raise problem.under("telemetry") from None
     guard.check(target, what="OTLP trace endpoint", tls=not plaintext)
     return target, plaintext
 
 
 def _otlp_exporter(settings: TelemetrySettings, endpoint: str, guard: EgressGuard) -> SpanExporter:
-    target, plaintext = _endpoint_parts(endpoint, settings.insecure, "telemetry.otlp_endpoint")
+    target, plaintext = _endpoint_parts(endpoint, settings.insecure)
     guard.check(target, what="OTLP trace endpoint", tls=not plaintext)
     credentials = None
     if not plaintext:

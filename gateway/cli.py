@@ -49,6 +49,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config, os.environ)
+    except SettingsError as exc:  # names the file already
+        print(exc, file=sys.stderr)
+        return 1
+    try:
         check_production(settings)
         if args.resolve:
             check_egress(settings, EgressGuard(settings.residency))
@@ -62,14 +66,14 @@ def _check_config(args: argparse.Namespace) -> int:
 def _policy_check(args: argparse.Namespace) -> int:
     from policy.checker import main as check
 
-    return check([str(args.directory)])
+    return check([str(args.directory)] + (["--require-register"] if args.require_register else []))
 
 
 def _dev(args: argparse.Namespace) -> int:
     from common.eventloop import run_event_loop
     from gateway.process.dev import run_dev_stack
 
-    run_event_loop(run_dev_stack(args.port, args.data_dir))
+    run_event_loop(run_dev_stack(args.port, args.data_dir, http_port=args.http_port))
     return 0
 
 
@@ -82,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     dev = commands.add_parser("dev", help="run gateway + simulated worker on loopback")
     dev.add_argument("--port", type=int, default=50051)
+    dev.add_argument(
+        "--http-port", type=int, default=8080, help="OpenAI-compatible HTTP port (0: a free one)"
+    )
     dev.add_argument("--data-dir", type=Path, default=Path(".data"))
     dev.set_defaults(func=_dev)
     check_config = commands.add_parser("check-config", help="validate a settings file offline")
@@ -96,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser("check", help="check a policy directory offline (exit 0/1)")
     check.add_argument("directory", type=Path)
+    check.add_argument(
+        "--require-register",
+        action="store_true",
+        help="fail unless the directory has models.yaml and purposes.yaml (production)",
+    )
     check.set_defaults(func=_policy_check)
     return parser
 

@@ -7,14 +7,13 @@ no caller authentication of its own, then accept only the gateways.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import grpc
 
-from common.settings import SettingsError, optional_str, section
+from common.settings import Invalid, SettingsError, setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,26 +21,19 @@ class ClientTls:
     """Whom to trust (`ca_file`), who we are (`cert_file` + `key_file`, optional) and, when the
     certificate names the server differently from the address we dial, `server_name`."""
 
-    ca_file: str
-    cert_file: str | None = None
-    key_file: str | None = None
-    server_name: str | None = None
+    ca_file: str = setting(
+        doc="the CA that signed the servers (PEM)",
+        expect="a string (the CA that signed the servers)",
+    )
+    cert_file: str | None = setting(None, doc="client certificate for mutual TLS (PEM)")
+    key_file: str | None = setting(None, doc="the private key of cert_file (PEM)")
+    server_name: str | None = setting(
+        None, doc="the name the servers' certificates carry, when not the dialled host"
+    )
 
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object] | object, path: str) -> Self:
-        d = section(data, path, ("ca_file", "cert_file", "key_file", "server_name"))
-        ca_file = optional_str(d, "ca_file", path)
-        if ca_file is None:
-            raise SettingsError(f"{path}.ca_file: required (the CA that signed the servers)")
-        tls = cls(
-            ca_file=ca_file,
-            cert_file=optional_str(d, "cert_file", path),
-            key_file=optional_str(d, "key_file", path),
-            server_name=optional_str(d, "server_name", path),
-        )
-        if (tls.cert_file is None) != (tls.key_file is None):
-            raise SettingsError(f"{path}: set both cert_file and key_file, or neither")
-        return tls
+    def check(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise Invalid("", "set both cert_file and key_file, or neither")
 
     def credentials(self) -> grpc.ChannelCredentials:
         """Channel credentials read from the files now (a missing file names its key)."""

@@ -17,6 +17,10 @@ from load_tests.scenario import ScenarioError, load_scenario
 
 # Exit status for a run that could not start (bad scenario, token, target, results file).
 EXIT_USAGE = 2
+# Exit status for a run that ran but failed: too many errors, or an objective (`slo:`) missed.
+EXIT_MISSED = 1
+# Where `llm-gateway dev` writes its token (its --data-dir defaults to .data).
+DEV_TOKEN_FILE = Path(".data") / "dev-token"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="write the results as JSON to this file")
     run.add_argument("--png", help="write a latency chart to this PNG file")
     run.add_argument("--no-progress", action="store_true", help="no status line on stderr")
+    run.add_argument(
+        "--token-file",
+        type=Path,
+        help="bearer token for departments without `token:` "
+        f"(default: {DEV_TOKEN_FILE}, written by `llm-gateway dev`, when it exists)",
+    )
     cmp = sub.add_parser("compare", help="compare two results files side by side")
     cmp.add_argument("a", help="baseline results JSON")
     cmp.add_argument("b", help="results JSON to compare with the baseline")
@@ -68,6 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             scenario = load_scenario(args.scenario)
+            token_file = args.token_file
+            if token_file is None and DEV_TOKEN_FILE.is_file():
+                token_file = DEV_TOKEN_FILE
+            if token_file is not None and any(d.token is None for d in scenario.departments.values):
+                if not token_file.is_file():
+                    raise ScenarioError(f"--token-file: {token_file} does not exist")
+                print(
+                    f"using the token in {token_file} where the scenario has none", file=sys.stderr
+                )
+                scenario = scenario.with_default_token(token_file)
             runner = LoadRunner(
                 scenario, target=args.target, progress=None if args.no_progress else sys.stderr
             )
@@ -77,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.png:
                 _write_chart(results, args.png)
             print(render_text(results))
+            missed = scenario.slo.missed(results)
+            if missed:
+                for problem in missed:
+                    print(f"FAILED: {problem}", file=sys.stderr)
+                return EXIT_MISSED
         elif args.command == "compare":
             a, b = load_results(args.a), load_results(args.b)
             print(compare(a, b, names=(args.a, args.b)))

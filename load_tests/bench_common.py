@@ -313,6 +313,7 @@ async def start_gateway(
     *,
     redis_url: str | None = None,
     processes: int = 1,
+    http_port: int | None = None,
 ) -> GatewayStack:
     """A full gateway (dev-key JWT, policy, limiter, audit spool, tracing off) via the CLI."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +335,8 @@ async def start_gateway(
         "logging": {"level": "WARNING"},
         "data_dir": str(data_dir),
     }
+    if http_port is not None:  # the OpenAI-compatible HTTP door as well
+        config["http"] = {"listen": f"127.0.0.1:{http_port}"}
     path = data_dir / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     argv = [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve", "--config",

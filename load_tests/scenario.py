@@ -14,6 +14,8 @@ from typing import Generic, Literal, Self, TypeVar, cast
 
 import yaml
 
+from load_tests.slo import ObjectiveError, Objectives
+
 Mode = Literal["closed", "open"]
 Arrival = Literal["uniform", "poisson"]
 Rpc = Literal["unary", "stream"]
@@ -315,10 +317,12 @@ class Scenario:
     tls_ca_file: str | None = None
     tls_server_name: str | None = None
     base_dir: Path = field(default=Path("."))
+    slo: Objectives = field(default_factory=Objectives)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], path: str) -> Self:
         keys = {"name", "target", "deadline_s", "channels", "seed", "tls", "load", "departments"}
+        keys.add("slo")
         _check_keys(data, keys | {"models", "prompt_tokens", "max_tokens", "rpc"}, path)
         raw_departments = data.get("departments")
         if not isinstance(raw_departments, list) or not raw_departments:
@@ -352,7 +356,16 @@ class Scenario:
             seed=seed,
             tls_ca_file=_opt_str(tls, "ca_file", f"{path}.tls"),
             tls_server_name=_opt_str(tls, "server_name", f"{path}.tls"),
+            slo=_objectives(data.get("slo"), f"{path}.slo"),
         )
+
+    def with_default_token(self, token_file: Path) -> Self:
+        """Departments without a `token` send the one in `token_file` (e.g. the dev stack's)."""
+        source = TokenSource(file=str(token_file.resolve()))
+        departments = tuple(
+            d if d.token is not None else replace(d, token=source) for d in self.departments.values
+        )
+        return replace(self, departments=Weighted(departments, self.departments.weights))
 
     def tokens(self) -> dict[str, str | None]:
         """Read or mint every department's token once (blocking: call before the load starts)."""
@@ -397,3 +410,10 @@ def load_scenario(file: str | Path) -> Scenario:
         raise ScenarioError(f"{source}: not valid YAML: {err}") from err
     scenario = Scenario.from_mapping(_mapping(data, "scenario"), "scenario")
     return replace(scenario, base_dir=source.resolve().parent)
+
+
+def _objectives(data: object, path: str) -> Objectives:
+    try:
+        return Objectives.from_mapping(data, path)
+    except ObjectiveError as err:
+        raise ScenarioError(str(err)) from None

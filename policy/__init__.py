@@ -5,10 +5,10 @@ hot-reload a directory), `evaluate` (decide one request), `checker.main` (the of
 """
 
 from policy.decision import Decision, Denial, PolicyRequest, Subject
+from policy.definitions import AuditContent
 from policy.engine import evaluate
 from policy.issues import Issue, PolicyError
 from policy.loader import load_directory
-from policy.model import AuditContent
 from policy.policyset import PolicySet
 from policy.store import PolicyStore
 

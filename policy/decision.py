@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from policy.definitions import AuditContent
 from policy.limits import DepartmentLimits
-from policy.model import AuditContent
 
 DenialKind = Literal["permission_denied", "invalid_argument"]
 
@@ -60,7 +60,9 @@ class Decision:
 
     When `redacted_texts` is not None the gateway must send those to the worker instead of the
     original texts. `rules_fired` lists, in evaluation order, every rule that changed or decided
-    the outcome (also non-denying ones such as `tokens.max_output.clamp`).
+    the outcome (also non-denying ones such as `tokens.max_output.clamp`). `model_digest` is the
+    registered weights digest of the model (empty without a model register): the router sends
+    the request only to workers advertising it.
     """
 
     allowed: bool
@@ -82,3 +84,4 @@ class Decision:
     audit_content: AuditContent = AuditContent.HASHES
     audit_required: bool = True
     capture_content: bool = False
+    model_digest: str = ""

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from policy.decision import Decision, Denial, PolicyRequest, Subject
+from policy.definitions import DepartmentPolicy, OnExcess
 from policy.limits import DepartmentLimits
-from policy.model import DepartmentPolicy, OnExcess
 from policy.policyset import PolicySet
+from policy.register import ModelStatus
 
 _MAX_ECHO = 64  # longest caller-supplied name echoed back in a message
 
@@ -64,12 +65,15 @@ class _Evaluation:
         self.detections: dict[str, int] = {}
         self.redactions: dict[str, int] = {}
         self.redacted: tuple[str, ...] | None = None
+        self.model_digest = ""
 
     def run(self) -> Decision:
         for step in (
             self._model,
+            self._register,
             self._classification,
             self._purpose,
+            self._registered_purpose,
             self._pools,
             self._tokens,
             self._guard,
@@ -96,6 +100,28 @@ class _Evaluation:
                 f"use one of: {_listing(dept.models)}",
             )
         return None
+
+    def _register(self) -> Denial | None:
+        entry = self.policy.register.model(self.req.model)
+        if entry is None:  # no model register: the catalog alone decides
+            return None
+        if entry.status is not ModelStatus.APPROVED:
+            return Denial(
+                "permission_denied",
+                f"register.model_{entry.status.value}",
+                f"model {self.req.model!r} is {entry.status.value} in the model register; "
+                f"use another of: {_listing(self._approved())}",
+            )
+        self.model_digest = entry.weights_digest
+        return None
+
+    def _approved(self) -> list[str]:
+        register = self.policy.register
+        return [
+            m
+            for m in self.dept.models
+            if (entry := register.model(m)) is not None and entry.status is ModelStatus.APPROVED
+        ]
 
     def _classification(self) -> Denial | None:
         data, classes = self.dept.data, self.policy.catalog.classifications
@@ -151,6 +177,49 @@ class _Evaluation:
                 "purpose.required",
                 f"{self.classification!r} data requires a purpose or legal basis; "
                 "set the request's purpose field",
+            )
+        return None
+
+    def _registered_purpose(self) -> Denial | None:
+        if not self.dept.data.registered_purpose:
+            return None
+        register, model = self.policy.register, self.req.model
+        usable = register.purposes_for(self.dept.name, model)
+        if not self.purpose:
+            return Denial(
+                "invalid_argument",
+                "purpose.required",
+                f"department {self.dept.name!r} requires a registered purpose on every request; "
+                f"set purpose to one of: {_listing(usable)}",
+            )
+        purpose = (register.purposes or {}).get(self.purpose)
+        if purpose is None:
+            return Denial(
+                "invalid_argument",
+                "purpose.unregistered",
+                f"purpose {_echo(self.purpose)} is not in the purpose register; "
+                f"use one of: {_listing(usable)}",
+            )
+        if self.dept.name not in purpose.departments:
+            return Denial(
+                "permission_denied",
+                "purpose.department_not_allowed",
+                f"department {self.dept.name!r} may not process data for purpose {purpose.id!r}; "
+                f"use one of: {_listing(usable)}",
+            )
+        if model not in purpose.models:
+            return Denial(
+                "permission_denied",
+                "purpose.model_not_allowed",
+                f"purpose {purpose.id!r} does not allow model {model!r}; "
+                f"use one of: {_listing(purpose.models & self.dept.models)}",
+            )
+        if self.classification not in purpose.classifications:
+            return Denial(
+                "permission_denied",
+                "purpose.classification_not_allowed",
+                f"purpose {purpose.id!r} does not allow {self.classification!r} data; "
+                f"allowed: {_listing(purpose.classifications)}",
             )
         return None
 
@@ -251,4 +320,5 @@ class _Evaluation:
             audit_content=dept.audit.content,
             audit_required=dept.audit.required,
             capture_content=dept.audit.capture_content_in_traces,
+            model_digest=self.model_digest,
         )

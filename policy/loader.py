@@ -10,11 +10,13 @@ from pathlib import Path
 from yaml.nodes import MappingNode, Node
 
 from common import yamlsafe
+from policy.definitions import Catalog, DepartmentPolicy
 from policy.issues import Issue, PolicyError
-from policy.model import DepartmentPolicy
 from policy.parse_defaults import parse_defaults
 from policy.parse_department import check_department_defaults, parse_department
+from policy.parse_register import MODELS_FILE, PURPOSES_FILE, parse_models, parse_purposes
 from policy.policyset import PolicySet
+from policy.register import Register
 from policy.yamlread import Reader, compose, merge
 
 DEFAULTS_FILE = "defaults.yaml"
@@ -70,6 +72,7 @@ def build(snapshot: Snapshot) -> PolicySet:
     nodes = {name: _compose(snapshot, name, issues) for name in snapshot.files}
     defaults_name = str(snapshot.directory / DEFAULTS_FILE)
     defaults = nodes.pop(DEFAULTS_FILE, None)
+    registers = {name: nodes.pop(name, None) for name in (MODELS_FILE, PURPOSES_FILE)}
     if DEFAULTS_FILE not in snapshot.files:
         issues.append(
             Issue(defaults_name, 0, "-", "missing; every policy directory needs a defaults.yaml")
@@ -103,9 +106,60 @@ def build(snapshot: Snapshot) -> PolicySet:
             )
         elif policy is not None:
             departments[policy.name] = policy
+    register = _register(Reader(issues), registers, catalog, departments, defined_at)
     if issues:
         raise PolicyError(issues)
-    return PolicySet(snapshot.version, str(snapshot.directory), catalog, departments)
+    return PolicySet(snapshot.version, str(snapshot.directory), catalog, departments, register)
+
+
+def _register(
+    reader: Reader,
+    nodes: Mapping[str, Node | None],
+    catalog: Catalog,
+    departments: Mapping[str, DepartmentPolicy],
+    defined: Mapping[str, Node],
+) -> Register:
+    """The model and purpose registers (each optional) and their cross-references."""
+    models_node, purposes_node = nodes[MODELS_FILE], nodes[PURPOSES_FILE]
+    models = parse_models(reader, models_node, catalog) if models_node is not None else None
+    parsed = (
+        parse_purposes(reader, purposes_node, catalog, defined)
+        if purposes_node is not None
+        else None
+    )
+    register = Register(models=models)
+    if parsed is not None:
+        purposes, floor, special = parsed
+        register = Register(models, purposes, floor, special)
+    if models is not None and register.purposes is not None:
+        for entry in models.values():
+            for purpose in entry.intended_purposes:
+                if purpose not in register.purposes:
+                    reader.issues.append(
+                        Issue(
+                            _file_of(models_node),
+                            0,
+                            f"models.{entry.name}.intended_purposes",
+                            f"unknown purpose {purpose!r}; declare it in {PURPOSES_FILE}",
+                        )
+                    )
+    if register.purposes is None:
+        for department in departments.values():
+            if department.data.registered_purpose:
+                reader.issues.append(
+                    Issue(
+                        department.file,
+                        0,
+                        "data.registered_purpose",
+                        f"requires registered purposes but the directory has no {PURPOSES_FILE}",
+                    )
+                )
+    return register
+
+
+def _file_of(node: Node | None) -> str:
+    """The file name a node was read from."""
+    return node.start_mark.name if node is not None else "-"
 
 
 def _compose(snapshot: Snapshot, name: str, issues: list[Issue]) -> Node | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from policy.model import Catalog, Classification, Pool
+from policy.definitions import Catalog, Classification, Pool
 from policy.yamlread import Reader, join
 
 SCHEMA_VERSION = 1

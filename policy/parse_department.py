@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from yaml.nodes import Node, ScalarNode
 
-from policy.model import (
+from policy.definitions import (
     AuditContent,
     AuditRules,
     Catalog,
@@ -160,7 +160,7 @@ class _Parser:
             return None
         before = self.r.failures
         classes = self.catalog.classifications
-        keys = ("allowed", "required", "default", "pools", "purpose_required")
+        keys = ("allowed", "required", "default", "pools", "purpose_required", "registered_purpose")
         fields = self.r.mapping(node, "data", keys) or {}
         allowed_node = self._required(fields, node, "allowed", "data")
         allowed = None
@@ -181,6 +181,10 @@ class _Parser:
         if "purpose_required" in fields:
             path = "data.purpose_required"
             purpose = self.r.names(fields["purpose_required"], path, classes, "classification")
+        registered = False
+        if "registered_purpose" in fields:
+            path = "data.registered_purpose"
+            registered = bool(self.r.boolean(fields["registered_purpose"], path))
         pools = self._pools(fields.get("pools"))
         # Completeness is judged only on a section that is otherwise valid, so that one mistake
         # does not also show up as a classification without pools.
@@ -191,7 +195,9 @@ class _Parser:
                 message = f"classification {name!r} is allowed but cleared for no pool; "
                 message += "list the pools it may go to"
                 self.r.error(fields.get("pools", node), f"data.pools.{name}", message)
-        return DataRules(frozenset(allowed), required, default, pools, frozenset(purpose or ()))
+        return DataRules(
+            frozenset(allowed), required, default, pools, frozenset(purpose or ()), registered
+        )
 
     def _default_not_allowed(
         self, default_node: Node, allowed_node: Node | None, name: str

@@ -5,8 +5,8 @@ from __future__ import annotations
 from yaml.nodes import Node
 
 from policy import detectors
+from policy.definitions import GuardAction, GuardRules
 from policy.detectors import Detector
-from policy.model import GuardAction, GuardRules
 from policy.yamlread import Reader, join
 
 # Used where neither the department nor department_defaults names an action. CPR numbers are

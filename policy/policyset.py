@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from policy.model import Catalog, DepartmentPolicy
+from policy.definitions import Catalog, DepartmentPolicy
+from policy.register import Register
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class PolicySet:
     directory: str
     catalog: Catalog
     departments: Mapping[str, DepartmentPolicy]
+    register: Register = field(default_factory=Register)
 
     @property
     def model_catalog(self) -> Mapping[str, tuple[str, ...]]:

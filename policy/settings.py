@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+
+from common.settings import SettingsError, setting
+
+_SECONDS = "a number of seconds >= 0"
+
+
+def _seconds(value: float, key: str) -> None:
+    if value < 0:
+        raise SettingsError(f"{key}: expected {_SECONDS}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
-    """The `policy` section of the gateway's settings file.
+    """The `policy` section of the gateway's settings file."""
 
-    `directory` holds defaults.yaml and one file per department; `reload_interval_s` is how
-    often it is polled for changes (0 turns hot reload off).
-    """
-
-    directory: Path
-    reload_interval_s: float = 2.0
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object], path: str) -> Self:
-        """Build from a parsed mapping; errors name the full key path (`policy.directory`)."""
-        unknown = sorted(set(data) - {"directory", "reload_interval_s"})
-        if unknown:
-            raise ValueError(
-                f"{path}.{unknown[0]}: unknown key; expected directory, reload_interval_s"
-            )
-        directory = data.get("directory")
-        if not isinstance(directory, str) or not directory:
-            raise ValueError(f"{path}.directory: expected a string (the policy directory)")
-        interval = data.get("reload_interval_s", 2.0)
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
-            raise ValueError(f"{path}.reload_interval_s: expected a number of seconds >= 0")
-        return cls(Path(directory), float(interval))
+    directory: Path = setting(
+        doc="directory holding defaults.yaml and one policy file per department",
+        expect="a string (the policy directory)",
+    )
+    reload_interval_s: float = setting(
+        2.0,
+        doc="how often the directory is polled for changes, in seconds (0 turns hot reload off)",
+        expect=_SECONDS,
+        check=_seconds,
+    )

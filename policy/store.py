@@ -31,6 +31,12 @@ DEGRADED = Gauge(
     "llmgw_policy_reload_failing",
     "1 while the newest policy on disk is invalid and an older version is in force, else 0.",
 )
+VERSION = Gauge(
+    "llmgw_policy_version_info",
+    "1 for the policy version in force (first 12 hex digits of its sha256), by version.",
+    ["version"],
+    multiprocess_mode="max",
+)
 _UNREADABLE = "unreadable"  # stands for the version of a directory that cannot be read
 _HEALTH_ISSUES = 5  # errors shown in health(); the checker lists them all
 
@@ -52,6 +58,7 @@ class PolicyStore:
         self._failed_version = ""
         self._last_error = ""
         self._last_error_at = ""
+        self._version_label = ""
 
     def load(self) -> PolicySet:
         """Load the directory now; raises `PolicyError` (every problem listed) if it is invalid."""
@@ -146,6 +153,11 @@ class PolicyStore:
         RELOADS.labels(result="success").inc()
         LAST_SUCCESS.set(time.time())
         DEGRADED.set(0)
+        if self._version_label:
+            # Not `clear()`: multi-process mode cannot remove a series, so the old one says 0.
+            VERSION.labels(version=self._version_label).set(0)
+        self._version_label = policy.version[:12]
+        VERSION.labels(version=self._version_label).set(1)
         log.info(
             "policy %s loaded from %s: %d departments",
             policy.version[:12],

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -15,35 +15,63 @@ from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
 from gateway.process.server import GatewayHandle, start_gateway
 from gateway.settings import GatewaySettings
 from tests.helpers import FAST_SIM, StartGateway, StartWorker, gateway_settings
+from tests.support.redis_server import RedisServer
 from workers.server import WorkerHandle, start_worker
 from workers.sim import SimConfig, SimEngine
 
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+ClientCallDetails = grpc.aio.ClientCallDetails
 
-def _with_token(details: Any, header: tuple[str, str]) -> Any:
+
+def _with_token(details: ClientCallDetails, header: tuple[str, str]) -> ClientCallDetails:
     metadata = list(details.metadata or ())
     if not any(k == "authorization" for k, _ in metadata):
         metadata.append(header)
-    return details._replace(metadata=tuple(metadata))
+    # At run time the details are a namedtuple; grpc-stubs declare only its fields.
+    replaced: ClientCallDetails = details._replace(metadata=tuple(metadata))  # type: ignore[attr-defined]
+    return replaced
 
 
-class _UnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _UnaryToken(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds `authorization` to unary calls that do not carry one."""
 
     def __init__(self, header: tuple[str, str]) -> None:
         self._header = header
 
-    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
-        return await continuation(_with_token(details, self._header), request)
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [ClientCallDetails, Req], Awaitable[grpc.aio.UnaryUnaryCall[Req, Resp]]
+        ],
+        client_call_details: ClientCallDetails,
+        request: Req,
+    ) -> grpc.aio.UnaryUnaryCall[Req, Resp]:
+        return await continuation(_with_token(client_call_details, self._header), request)
 
 
-class _StreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _StreamToken(grpc.aio.UnaryStreamClientInterceptor):
     """Adds `authorization` to server-streaming calls that do not carry one."""
 
     def __init__(self, header: tuple[str, str]) -> None:
         self._header = header
 
-    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
-        return await continuation(_with_token(details, self._header), request)
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[
+            [ClientCallDetails, Req], Awaitable[grpc.aio.UnaryStreamCall[Req, Resp]]
+        ],
+        client_call_details: ClientCallDetails,
+        request: Req,
+    ) -> grpc.aio.UnaryStreamCall[Req, Resp]:
+        return await continuation(_with_token(client_call_details, self._header), request)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server per test on a free loopback port; a test may stop() and start() it."""
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture
@@ -132,4 +160,4 @@ async def stub(
     gateway: GatewayHandle, channel_to: Callable[[GatewayHandle], grpc.aio.Channel]
 ) -> AsyncIterator[gateway_pb2_grpc.InferenceServiceAsyncStub]:
     async with channel_to(gateway) as channel:
-        yield gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[misc]
+        yield gateway_pb2_grpc.InferenceServiceStub(channel)

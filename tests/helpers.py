@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.process.server import GatewayHandle
 from gateway.settings import GatewaySettings
 from policy.settings import PolicySettings
+from tests.support.polling import wait_until as wait_until  # re-exported for the suites
 from workers.server import WorkerHandle
 from workers.sim import SimConfig
 
@@ -24,15 +25,16 @@ FAST_SIM = SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=1, prefill
 
 StartWorker = Callable[..., Awaitable[WorkerHandle]]
 StartGateway = Callable[..., Awaitable[GatewayHandle]]
+Metadata = tuple[tuple[str, str], ...]
+# The `mint` fixture: a dev token for (department, subject, **claims) trusted by test gateways.
+Mint = Callable[..., str]
+# The `channel_to` fixture: a channel to a gateway whose calls carry the default test token.
+ChannelTo = Callable[[GatewayHandle], grpc.aio.Channel]
 
 
-async def wait_until(predicate: Callable[[], bool], within: float) -> None:
-    """Poll `predicate` every 2 ms; fail if it is not true within `within` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within * 1000:.0f} ms")
-        await asyncio.sleep(0.002)
+def bearer(token: str) -> Metadata:
+    """Call metadata that presents `token` as a bearer token."""
+    return (("authorization", f"Bearer {token}"),)
 
 
 def gateway_settings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -22,7 +23,16 @@ def dev_stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`llm-gateway dev` as a subprocess on a free port; yields (target, data dir)."""
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        [str(BIN / "llm-gateway"), "dev", "--port", "0", "--data-dir", str(data)],
+        [
+            str(BIN / "llm-gateway"),
+            "dev",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(data),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -67,11 +77,20 @@ def test_dev_stack_ask_snippet_and_ledger(dev_stack: tuple[str, Path], tmp_path:
     assert ask.stdout.strip()
     assert "FINISH_REASON_LENGTH" in ask.stderr
 
-    snippet = re.search(r"### From Python\n\n```python\n(.*?)```", README, re.S)
+    snippet = re.search(r"### From Python\n.*?```python\n(.*?)```", README, re.S)
     assert snippet, "README lost its Python example"
     code = snippet.group(1).replace("127.0.0.1:50051", target)
-    code = code.replace('Path(".data/dev-token")', f"Path({str(token_file)!r})")
-    result = run(sys.executable, "-c", code, cwd=tmp_path)
+    code = code.replace('".data/dev-token"', repr(str(token_file)))
+    # The example uses the client library (`pip install ./clients/python`), here from its source.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "clients" / "python" / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert "FINISH_REASON_LENGTH" in result.stdout and "completion_tokens: 64" in result.stdout
 

@@ -35,7 +35,7 @@ def merge_chunks(chunks: list[EngineChunk]) -> pb.GenerateResponse:
     """One response message for chunks that piled up while the previous message was sent."""
     last = chunks[-1]
     prompt_tokens = next((c.prompt_tokens for c in chunks if c.prompt_tokens), 0)
-    return pb.GenerateResponse(
+    message = pb.GenerateResponse(
         text="".join(c.text for c in chunks),
         token_count=sum(c.token_count for c in chunks),
         finish_reason=(
@@ -46,9 +46,12 @@ def merge_chunks(chunks: list[EngineChunk]) -> pb.GenerateResponse:
         prompt_tokens=prompt_tokens,
         completion_tokens=last.completion_tokens,
     )
+    if last.max_tokens is not None:
+        message.max_tokens = last.max_tokens
+    return message
 
 
-def load_message(load: EngineLoad, *, draining: bool) -> pb.Load:
+def load_message(load: EngineLoad, *, draining: bool, failed: bool = False) -> pb.Load:
     """The protobuf load report."""
     return pb.Load(
         active=load.active,
@@ -56,5 +59,6 @@ def load_message(load: EngineLoad, *, draining: bool) -> pb.Load:
         free_slots=0 if draining else load.free_slots,
         max_slots=load.max_slots,
         kv_cache_utilization=load.kv_cache_utilization,
-        draining=draining,
+        draining=draining or failed,
+        failed=failed,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,7 +32,9 @@ class EngineChunk:
     """New output since the previous chunk.
 
     `prompt_tokens` is the input length once known; `finish_reason` is set on the last chunk only
-    and `completion_tokens` then holds the total generated.
+    and `completion_tokens` then holds the total generated, which equals the sum of every chunk's
+    `token_count`. `max_tokens` is set on the last chunk when the engine lowered the requested
+    limit to fit the model's context.
     """
 
     text: str
@@ -40,6 +42,7 @@ class EngineChunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,37 @@ class UnsupportedModel(EngineError):
 
 
 class InvalidEngineRequest(EngineError):
-    """The request cannot run on this engine, e.g. too long for its context (INVALID_ARGUMENT)."""
+    """The request cannot run on this engine, e.g. too long for its context (INVALID_ARGUMENT).
+
+    `reason` is one of the `REASON_*` names the worker API documents; `metadata` holds the numbers
+    behind it (limits, lengths) as decimal strings. The gateway writes its own message to the
+    client from these two, so the exception's text only ever reaches logs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "engine.request_rejected",
+        metadata: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = {key: str(value) for key, value in (metadata or {}).items()}
+
+
+class EngineFailed(EngineError):
+    """The engine failed fatally and serves nothing more: the worker must exit to be restarted."""
+
+
+# Reasons of an InvalidEngineRequest (google.rpc.ErrorInfo reasons in the worker API).
+REASON_MAX_SEQ_LEN = "engine.max_seq_len"
+REASON_MAX_NUM_TOKENS = "engine.max_num_tokens"
+REASON_MAX_TOKENS = "engine.max_tokens"
+REASON_SEED_UNSUPPORTED = "engine.seed_unsupported"
+REASON_SAMPLING = "engine.sampling"
+REASON_CHAT_TEMPLATE = "engine.chat_template"
+REASON_REJECTED = "engine.request_rejected"
 
 
 class Engine(Protocol):

@@ -7,10 +7,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from llmgateway.worker.v1 import worker_pb2 as pb
 from llmgateway.worker.v1 import worker_pb2_grpc as pb_grpc
@@ -18,20 +19,25 @@ from opentelemetry.trace import Span, SpanKind
 
 from common import telemetry
 from common.telemetry import Tracing
-from workers import convert
+from workers import convert, metrics
+from workers.digest import sim_digests
 from workers.engine import (
     Engine,
+    EngineFailed,
     EngineOverloaded,
     EngineUnavailable,
     InvalidEngineRequest,
     UnsupportedModel,
 )
+from workers.sim import SimEngine
 from workers.streaming import coalesce
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "llmgateway.worker.v1.WorkerService"
 # Trailing metadata on a refusal that says why, so the gateway stops picking this worker at once.
 STATE_KEY = "llmgw-worker-state"
+# The ErrorInfo domain of a refusal's reason (the worker API's Generate lists the reasons).
+ERROR_DOMAIN = "llmgateway.worker"
 TTFT_ATTRIBUTE = "llmgateway.time_to_first_token_ms"
 
 
@@ -46,17 +52,22 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         pool: str,
         health_servicer: health.aio.HealthServicer | None = None,
         tracing: Tracing | None = None,
+        model_digests: Mapping[str, str] | None = None,
     ) -> None:
         self._engine = engine
+        self.model_digests = dict(model_digests or {})
         self._tracing = tracing
         self.worker_id = worker_id
         self.pool = pool
         self.draining = False
         self._health = health_servicer
         self._changed = asyncio.Event()
+        # Set once the engine failed fatally: the process drains and exits non-zero.
+        self.failed = asyncio.Event()
 
     async def set_draining(self, draining: bool) -> None:
         """Stop (or resume) accepting generations; load watchers and health see it at once."""
+        draining = draining or self.failed.is_set()  # a failed engine never serves again
         if draining != self.draining:
             log.info("worker %s %s", self.worker_id, "draining" if draining else "accepting again")
         self.draining = draining
@@ -69,10 +80,21 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             await self._health.set(SERVICE_NAME, status)
         self._changed.set()
 
+    async def fail(self) -> None:
+        """The engine failed fatally: NOT_SERVING in health and load, and `failed` is set."""
+        if self.failed.is_set():
+            return
+        log.critical("worker %s: engine failed fatally; draining to exit", self.worker_id)
+        self.failed.set()
+        await self.set_draining(True)
+        if self._health is not None:
+            await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.GenerateResponse]:
         if self.draining:
+            # Also after a fatal failure: this request never ran, so another worker may take it.
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 "worker is draining; use another",
@@ -84,6 +106,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         try:
             async for chunks in coalesce(self._engine.generate(convert.engine_request(request))):
                 message = convert.merge_chunks(chunks)
+                if message.token_count:
+                    metrics.OUTPUT_TOKENS.inc(message.token_count)
                 if span is not None:
                     if not tokens and message.token_count:
                         span.set_attribute(TTFT_ATTRIBUTE, (time.monotonic() - started) * 1000)
@@ -96,7 +120,17 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         except UnsupportedModel as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except InvalidEngineRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                str(exc),
+                trailing_metadata=_error_info(exc.reason, exc.metadata, str(exc)),
+            )
+        except EngineFailed as exc:
+            await self.fail()
+            # "failed": the request met the failure (it may have caused it): never retry it.
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=((STATE_KEY, "failed"),)
+            )
         finally:
             if span is not None:
                 span.set_attribute(telemetry.GEN_AI_USAGE_OUTPUT_TOKENS, tokens)
@@ -159,10 +193,24 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             pool=self.pool,
             engine=self._engine.kind,
             max_slots=self._engine.load().max_slots,
+            model_digests=self.model_digests,
         )
 
     def _load(self) -> pb.Load:
-        return convert.load_message(self._engine.load(), draining=self.draining)
+        return convert.load_message(
+            self._engine.load(), draining=self.draining, failed=self.failed.is_set()
+        )
+
+
+def _error_info(
+    reason: str, metadata: dict[str, str], message: str
+) -> tuple[tuple[str, bytes], ...]:
+    """The `grpc-status-details-bin` trailer of an INVALID_ARGUMENT refusal."""
+    status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+    )
+    return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
 @dataclass
@@ -194,11 +242,16 @@ async def start_worker(
     worker_id: str = "",
     tracing: Tracing | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    model_digests: Mapping[str, str] | None = None,
 ) -> WorkerHandle:
     """Start the engine and a worker server bound to `listen`; returns once it accepts calls.
 
     With `credentials` the port speaks TLS (mutual TLS when they require client certificates).
+    `model_digests` (model -> `sha256:...`) is advertised in GetInfo; by default a simulator
+    advertises the digest of its configuration and other engines none.
     """
+    if model_digests is None and isinstance(engine, SimEngine):
+        model_digests = sim_digests(engine.config)
     await engine.start()
     # Accept bursts of streams instead of cancelling all but the first 1,000 (gRPC's default).
     server = grpc.aio.server(
@@ -215,6 +268,7 @@ async def start_worker(
         pool=pool,
         health_servicer=health_servicer,
         tracing=tracing,
+        model_digests=model_digests,
     )
     pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from common.settings import positive, setting
 from common.tokenizer import count_tokens
 from common.types import ChatTurn, FinishReason
 from workers.engine import (
@@ -42,15 +43,28 @@ _VOCABULARY = (
 class SimConfig:
     """Latency model and capacity of the simulated engine. Times in milliseconds."""
 
-    models: tuple[str, ...] = ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct")
-    time_to_first_token_ms: float = 40.0
-    prefill_ms_per_token: float = 0.02
-    inter_token_latency_ms: float = 8.0
-    slowdown_per_sequence: float = 0.03
-    max_num_seqs: int = 16
-    max_waiting_queue_length: int = 64
-    context_length: int = 8192
-    eos_probability: float = 0.0
+    models: tuple[str, ...] = setting(
+        ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct"), doc="model names served"
+    )
+    time_to_first_token_ms: float = setting(40.0, doc="latency before the first token")
+    prefill_ms_per_token: float = setting(0.02, doc="extra first-token latency per prompt token")
+    inter_token_latency_ms: float = setting(8.0, doc="latency between tokens")
+    slowdown_per_sequence: float = setting(
+        0.03, doc="each running sequence slows the others by this fraction"
+    )
+    max_num_seqs: int = setting(16, doc="batch slots", check=positive)
+    max_waiting_queue_length: int = setting(64, doc="generations that may wait for a slot")
+    context_length: int = setting(8192, doc="longest prompt + output in tokens", check=positive)
+    eos_probability: float = setting(0.0, doc="chance per token of ending the answer early")
+
+
+def answer_parameters(config: SimConfig) -> dict[str, object]:
+    """What shapes the simulated answers, not their timing: what the simulator's digest covers."""
+    return {
+        "vocabulary": list(_VOCABULARY),
+        "eos_probability": config.eos_probability,
+        "context_length": config.context_length,
+    }
 
 
 def render_chat(messages: tuple[ChatTurn, ...]) -> str:

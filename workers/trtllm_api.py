@@ -16,6 +16,9 @@ class CompletionOutput(Protocol):
     """`tensorrt_llm.executor.result.CompletionOutput` (one sequence of a request)."""
 
     @property
+    def text(self) -> str: ...
+
+    @property
     def token_ids(self) -> Sequence[int]: ...
 
     @property

@@ -121,7 +121,12 @@ class LoadTracker:
             and latest is not None
             and self._clock() - latest.received_at <= self._stale_after_s
         ):
-            active, queued = latest.active, latest.queued
+            # numQueuedRequests is the incoming request queue (`PyExecutor._update_iter_stats`:
+            # `executor_request_queue.get_request_queue_size()`), which every iteration empties;
+            # requests fetched but still waiting for a batch slot are in neither count, so
+            # what this engine has in flight beyond the active ones is waiting too.
+            active = latest.active
+            queued = max(latest.queued, self._in_flight - latest.active)
         else:
             # No fresh statistics, or nothing in flight (then the engine is idle whatever the
             # last record said): every in-flight request holds a slot until the batch is full.

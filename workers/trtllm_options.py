@@ -2,84 +2,98 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Self
 
-_DEFAULT_PATH = "trtllm"
-_DEFAULT_BATCH = 64
+from common.settings import Invalid, setting
 
-
-def _number(data: Mapping[str, object], key: str, path: str) -> float | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{path}.{key}: expected a number")
-    return float(value)
-
-
-def _integer(data: Mapping[str, object], key: str, path: str) -> int | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{path}.{key}: expected an integer")
-    return value
-
-
-def _string(data: Mapping[str, object], key: str, path: str) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{path}.{key}: expected a string")
-    return value
+_INTEGER = "an integer"
+_NUMBER = "a number"
+# TorchLlmArgs.sampler_type (tensorrt_llm/llmapi/llm_args.py): TorchSampler is what "auto" picks
+# without beam search, and it ignores SamplingParams.seed; TRTLLMSampler honours seeds.
+SAMPLER_TYPES = ("TorchSampler", "TRTLLMSampler")
+SEEDED_SAMPLERS = frozenset({"TRTLLMSampler"})
 
 
 @dataclass(frozen=True, slots=True)
 class TrtLlmOptions:
-    """How the trtllm engine loads and runs its model.
+    """How the trtllm engine loads and runs its model (the worker never downloads models)."""
 
-    `model_path` is a local directory (a Hugging Face checkpoint for the default PyTorch
-    backend); the worker never downloads models. `served_model_name` is the name the gateway
-    routes by, by default the directory's name. `max_batch_size` is the number of in-flight
-    batch slots reported as `max_slots`. `stats_timeout_s` bounds one `get_stats_async` round;
-    statistics older than `stats_stale_after_s` are not trusted for the load report.
-    """
-
-    model_path: str
-    served_model_name: str | None = None
-    max_batch_size: int = _DEFAULT_BATCH
-    kv_cache_free_gpu_memory_fraction: float = 0.9
-    tensor_parallel_size: int = 1
-    stats_timeout_s: float = 2.0
-    stats_stale_after_s: float = 1.0
-    stats_idle_interval_s: float = 0.5
+    model_path: str = setting(
+        doc="local model directory (a Hugging Face checkpoint for the PyTorch backend)",
+        expect="a string",
+    )
+    served_model_name: str | None = setting(
+        None, doc="the name the gateway routes by; by default the directory's name"
+    )
+    max_batch_size: int = setting(
+        64, doc="in-flight batch slots, reported as max_slots", expect=_INTEGER
+    )
+    kv_cache_free_gpu_memory_fraction: float = setting(
+        0.9, doc="share of free GPU memory given to the KV cache, in (0, 1]", expect=_NUMBER
+    )
+    tensor_parallel_size: int = setting(1, doc="GPUs the model is split over", expect=_INTEGER)
+    stats_timeout_s: float = setting(2.0, doc="bounds one get_stats_async round", expect=_NUMBER)
+    stats_stale_after_s: float = setting(
+        1.0, doc="statistics older than this are not trusted for the load report", expect=_NUMBER
+    )
+    stats_idle_interval_s: float = setting(
+        0.5, doc="how often statistics are read while idle", expect=_NUMBER
+    )
+    max_seq_len: int | None = setting(
+        None,
+        doc="prompt plus output tokens; null: TensorRT-LLM's own (the checkpoint's context length)",
+        expect="an integer or null",
+    )
+    max_num_tokens: int | None = setting(
+        None,
+        doc="tokens per batch step, hence the longest prompt without chunked prefill "
+        "(null: TensorRT-LLM's 8192)",
+        expect="an integer or null",
+    )
+    trust_remote_code: bool = setting(
+        False, doc="let the checkpoint run its own Python code", expect="true or false"
+    )
+    sampler_type: str = setting(
+        "TorchSampler",
+        doc="the PyTorch backend's sampler: only TRTLLMSampler honours request seeds",
+        expect="one of 'TorchSampler', 'TRTLLMSampler'",
+    )
 
     def __post_init__(self) -> None:
-        self._validate(_DEFAULT_PATH)
+        self.check()
 
-    def _validate(self, path: str) -> None:
+    def check(self) -> None:
         if not self.model_path.strip():
-            raise ValueError(f"{path}.model_path: expected the path of a local model directory")
+            raise Invalid("model_path", "expected the path of a local model directory")
         if self.served_model_name is not None and not self.served_model_name.strip():
-            raise ValueError(
-                f"{path}.served_model_name: must not be empty; omit it to use the "
-                "model directory's name"
+            raise Invalid(
+                "served_model_name",
+                "must not be empty; omit it to use the model directory's name",
             )
         if self.max_batch_size < 1:
-            raise ValueError(f"{path}.max_batch_size: must be at least 1")
+            raise Invalid("max_batch_size", "must be at least 1")
         if not 0.0 < self.kv_cache_free_gpu_memory_fraction <= 1.0:
-            raise ValueError(
-                f"{path}.kv_cache_free_gpu_memory_fraction: must be in (0, 1], e.g. 0.9"
-            )
+            raise Invalid("kv_cache_free_gpu_memory_fraction", "must be in (0, 1], e.g. 0.9")
         if self.tensor_parallel_size < 1:
-            raise ValueError(f"{path}.tensor_parallel_size: must be at least 1")
+            raise Invalid("tensor_parallel_size", "must be at least 1")
+        for key in ("max_seq_len", "max_num_tokens"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise Invalid(key, "must be at least 1; omit it for the model's own")
+        if self.sampler_type not in SAMPLER_TYPES:
+            raise Invalid(
+                "sampler_type",
+                f"expected one of {list(SAMPLER_TYPES)}, got {self.sampler_type!r}",
+            )
         for key in ("stats_timeout_s", "stats_stale_after_s", "stats_idle_interval_s"):
             if getattr(self, key) <= 0:
-                raise ValueError(f"{path}.{key}: must be greater than 0 seconds")
+                raise Invalid(key, "must be greater than 0 seconds")
+
+    @property
+    def honours_seeds(self) -> bool:
+        """Whether a request's seed makes sampling reproducible with this sampler."""
+        return self.sampler_type in SEEDED_SAMPLERS
 
     @property
     def model_name(self) -> str:
@@ -87,35 +101,3 @@ class TrtLlmOptions:
         if self.served_model_name is not None:
             return self.served_model_name
         return PurePath(self.model_path).name or self.model_path
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object], path: str) -> Self:
-        """Build from a settings mapping; unknown keys and wrong types name their full path."""
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ValueError(f"{path}.{key}: unknown key; expected one of {sorted(known)}")
-        model_path = _string(data, "model_path", path)
-        if model_path is None:
-            raise ValueError(f"{path}.model_path: required, the path of a local model directory")
-        served = _string(data, "served_model_name", path)
-        batch = _integer(data, "max_batch_size", path)
-        tp = _integer(data, "tensor_parallel_size", path)
-        fraction = _number(data, "kv_cache_free_gpu_memory_fraction", path)
-        timeout = _number(data, "stats_timeout_s", path)
-        stale = _number(data, "stats_stale_after_s", path)
-        idle = _number(data, "stats_idle_interval_s", path)
-        try:
-            return cls(
-                model_path=model_path,
-                served_model_name=served,
-                max_batch_size=batch if batch is not None else _DEFAULT_BATCH,
-                kv_cache_free_gpu_memory_fraction=fraction if fraction is not None else 0.9,
-                tensor_parallel_size=tp if tp is not None else 1,
-                stats_timeout_s=timeout if timeout is not None else 2.0,
-                stats_stale_after_s=stale if stale is not None else 1.0,
-                stats_idle_interval_s=idle if idle is not None else 0.5,
-            )
-        except ValueError as err:
-            # Validation names keys under "trtllm."; report them under the caller's path.
-            raise ValueError(str(err).replace(f"{_DEFAULT_PATH}.", f"{path}.", 1)) from None

@@ -1,8 +1,7 @@
-"""The verified identity of a caller, available to the rest of the request path."""
+"""The verified identity of a caller, carried by the call context along the request path."""
 
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass, field
 
 
@@ -10,7 +9,7 @@ from dataclasses import dataclass, field
 class Principal:
     """A caller whose token has been verified.
 
-    Only an authentication interceptor creates these; everything after it (policy, limits,
+    Only the authenticator creates these; everything after it (policy, limits,
     routing, audit) trusts the fields as verified facts.
     """
 
@@ -25,8 +24,3 @@ class Principal:
     # The token claim that mTLS requires the client certificate's subject CN to equal (set only
     # when `auth.mtls.subject_claim` is configured).
     certificate_subject: str | None = None
-
-
-CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "llmgateway_principal", default=None
-)

@@ -1,4 +1,4 @@
-"""Rate limits, concurrency leases and token budgets per department and user (issue 5)."""
+"""Rate limits, concurrency leases and token budgets per department and user."""
 
 from gateway.limits.base import (
     Admission,

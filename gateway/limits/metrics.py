@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.limits.base import AdmissionDecision, Backend
@@ -34,6 +38,13 @@ STORE_ERRORS = Counter(
 DEGRADED = Gauge(
     "llmgw_limiter_degraded",
     "1 while this replica cannot reach the shared limiter store (Redis), else 0.",
+    multiprocess_mode="max",
+)
+STORE_SECONDS = Histogram(
+    "llmgw_limiter_store_seconds",
+    "Round trips to the limiter store (Redis) that got an answer, by operation.",
+    ["operation"],
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
 )
 DECISION_SECONDS = Histogram(
     "llmgw_limiter_decision_seconds",
@@ -41,6 +52,14 @@ DECISION_SECONDS = Histogram(
     ["backend"],
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
 )
+
+
+@contextmanager
+def store_call(operation: str) -> Iterator[None]:
+    """Time one store round trip; a call that raises is counted in STORE_ERRORS instead."""
+    started = time.perf_counter()
+    yield
+    STORE_SECONDS.labels(operation=operation).observe(time.perf_counter() - started)
 
 
 def record_decision(decision: AdmissionDecision, department: str, backend: Backend) -> None:

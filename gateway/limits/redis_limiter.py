@@ -110,7 +110,8 @@ class RedisLimiter:
         ]
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._client.run(self._admit_script, keys=keys, args=args)
+                with metrics.store_call("admit"):
+                    reply = await self._client.run(self._admit_script, keys=keys, args=args)
         except _STORE_ERRORS as err:
             self._store_failed("admit", err)
             # The script may have run before the reply was lost: release whatever it reserved.
@@ -144,11 +145,12 @@ class RedisLimiter:
         now = int(self._clock() * 1000)
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._client.run(
-                    self._complete_script,
-                    keys=lease.keys,
-                    args=[now, lease.request_id, used_tokens, self._res_ttl_ms],
-                )
+                with metrics.store_call("complete"):
+                    reply = await self._client.run(
+                        self._complete_script,
+                        keys=lease.keys,
+                        args=[now, lease.request_id, used_tokens, self._res_ttl_ms],
+                    )
         except _STORE_ERRORS as err:
             if background:
                 # A background release must not postpone the next probe of Redis: during an
@@ -171,11 +173,12 @@ class RedisLimiter:
         now = int(self._clock() * 1000)
         try:
             async with asyncio.timeout(self._settings.decision_timeout_s):
-                reply = await self._client.run(
-                    self._heartbeat_script,
-                    keys=lease.keys,
-                    args=[now, lease.request_id, self._lease_ttl_ms, self._res_ttl_ms],
-                )
+                with metrics.store_call("heartbeat"):
+                    reply = await self._client.run(
+                        self._heartbeat_script,
+                        keys=lease.keys,
+                        args=[now, lease.request_id, self._lease_ttl_ms, self._res_ttl_ms],
+                    )
         except _STORE_ERRORS as err:
             self._store_failed("heartbeat", err)
             return True

@@ -26,7 +26,7 @@ from gateway.auth.devkeys import dev_auth_settings, mint_dev_token
 from gateway.process.metrics_server import MetricsSettings
 from gateway.process.server import start_gateway
 from gateway.routing.settings import RoutingSettings
-from gateway.settings import GatewaySettings, ServerSettings
+from gateway.settings import GatewaySettings, HttpSettings, ServerSettings
 from policy.settings import PolicySettings
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "policy" / "examples" / "
 DEV_TOKEN_FILE = "dev-token"
 
 
-async def run_dev_stack(port: int, data_dir: Path, policy_dir: Path = EXAMPLE_POLICY) -> None:
+async def run_dev_stack(
+    port: int, data_dir: Path, policy_dir: Path = EXAMPLE_POLICY, http_port: int = 8080
+) -> None:
     """Start the stack, print how to call it, run until SIGTERM/SIGINT."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await serve_store(
@@ -47,6 +49,7 @@ async def run_dev_stack(port: int, data_dir: Path, policy_dir: Path = EXAMPLE_PO
     worker, worker_target = await start_sim_worker()
     settings = GatewaySettings(
         server=ServerSettings(listen=f"127.0.0.1:{port}"),
+        http=HttpSettings(listen=f"127.0.0.1:{http_port}"),
         routing=RoutingSettings(workers=(worker_target,)),
         auth=dev_auth_settings(data_dir),
         policy=PolicySettings(policy_dir, reload_interval_s=2.0),
@@ -72,9 +75,11 @@ async def run_dev_stack(port: int, data_dir: Path, policy_dir: Path = EXAMPLE_PO
     token_file.write_text(token + "\n")
     os.chmod(token_file, 0o600)
     metrics = gateway.metrics.url if gateway.metrics else "off"
+    openai_url = gateway.http.base_url if gateway.http else "off"
     print(
         "llm-gateway dev stack ready\n"
         f"  gateway     : 127.0.0.1:{gateway.port}\n"
+        f"  OpenAI HTTP : {openai_url}\n"
         f"  worker      : {worker_target} (simulated GPU, process {worker.pid})\n"
         f"  audit store : 127.0.0.1:{store.port} (ledger {data_dir / 'audit.db'})\n"
         f"  policy      : {policy_dir}\n"
@@ -84,6 +89,7 @@ async def run_dev_stack(port: int, data_dir: Path, policy_dir: Path = EXAMPLE_PO
         "try:\n"
         f"  .venv/bin/llm-gateway ask --target 127.0.0.1:{gateway.port} "
         f"--token-file {token_file} --classification internal 'Summarise the ward round'\n"
+        f'  curl {openai_url}/models -H "Authorization: Bearer $(cat {token_file})"\n'
         f"  .venv/bin/llm-audit query --db {data_dir / 'audit.db'}\n"
         "Ctrl-C stops the stack.",
         flush=True,

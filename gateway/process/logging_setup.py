@@ -1,4 +1,4 @@
-"""Structured logging: JSON lines on one root handler, with a filter that drops content fields."""
+"""Structured logging: one line per event on one root handler; a filter drops content fields."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import logging
 import re
 import sys
 from dataclasses import dataclass
-from typing import IO, Self
+from typing import IO, Literal
 
-from common.settings import SettingsError, section, typed
+from common.settings import SettingsError, setting
+from gateway.request import access_log
 
 # Attributes every LogRecord has; everything else came from `extra=` and is what we filter.
 # (`exc_text` would match the content pattern, so the standard names are never filtered.)
@@ -25,32 +26,41 @@ CONTENT_FIELD = re.compile(r"prompt|text|content|completion|answer|messages", re
 SAFE_SUFFIX = re.compile(r"_(tokens|count|chars|length|len|bytes|hash|sha256|hmac)$", re.IGNORECASE)
 DROPPED_FIELDS_KEY = "dropped_fields"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SETTINGS_KEYS = ("level", "format", "capture_content")
+
+
+def _level(value: object, key: str) -> str:
+    if not isinstance(value, str) or value.upper() not in _LEVELS:
+        raise SettingsError(f"{key}: expected one of {list(_LEVELS)}")
+    return value.upper()
+
+
+def _lines_per_second(value: float, key: str) -> None:
+    if not value > 0:
+        raise SettingsError(f"{key}: expected lines per second above 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
-    """Log level, `json` (one object per line) or `text`, and whether content fields may pass.
+    """Log level, `json` (one object per line) or `text`, and whether content fields may pass."""
 
-    `capture_content` only disables the safety filter; it is meant for a developer's machine,
-    never for a deployment holding real prompts.
-    """
-
-    level: str = "INFO"
-    format: str = "json"
-    capture_content: bool = False
-
-    @classmethod
-    def from_mapping(cls, data: object, path: str = "logging") -> Self:
-        """Build from a parsed settings mapping; errors name the full key path."""
-        d = section(data, path, _SETTINGS_KEYS)
-        level = typed(d, "level", path, str, "INFO").upper()
-        if level not in _LEVELS:
-            raise SettingsError(f"{path}.level: expected one of {list(_LEVELS)}")
-        fmt = typed(d, "format", path, str, "json")
-        if fmt not in ("json", "text"):
-            raise SettingsError(f"{path}.format: expected 'json' or 'text'")
-        return cls(level, fmt, typed(d, "capture_content", path, bool, False))
+    level: str = setting(
+        "INFO", doc="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)", parse=_level
+    )
+    format: Literal["json", "text"] = setting(
+        "json", doc="json: one object per line; text: human-readable", expect="'json' or 'text'"
+    )
+    capture_content: bool = setting(
+        False,
+        doc="let prompt/answer fields through the log filter: a developer's machine only, "
+        "never a deployment holding real prompts",
+    )
+    access_log: bool = setting(True, doc="one line per request (logger llmgateway.access)")
+    access_log_rate: float = setting(
+        200.0,
+        doc="at most this many access log lines per second on average",
+        expect="lines per second above 0",
+        check=_lines_per_second,
+    )
 
 
 class ContentFieldFilter(logging.Filter):
@@ -76,8 +86,12 @@ class ContentFieldFilter(logging.Filter):
         return True
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(processName)s %(process)d] %(name)s: %(message)s"
+
+
 class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC), level, logger, message, extra fields, exception."""
+    """One JSON object per record: time (UTC), level, logger, process (name and pid), message,
+    extra fields, exception. With several gateway processes the name is `gw-<index>`."""
 
     def format(self, record: logging.LogRecord) -> str:
         created = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
@@ -85,6 +99,8 @@ class JsonLinesFormatter(logging.Formatter):
             "time": created.isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "process": record.processName,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
@@ -104,19 +120,25 @@ class _GatewayHandler(logging.StreamHandler[IO[str]]):
 def configure_logging(
     settings: LoggingSettings, *, stream: IO[str] | None = None
 ) -> logging.Handler:
-    """Install one handler on the root logger (replacing one installed earlier) and return it."""
+    """Make the root logger's one output handler this one, and return it.
+
+    The handler installed earlier by this function, or by `logging.basicConfig` (a plain
+    StreamHandler), is replaced: two handlers on the root would print every event twice.
+    Handlers of other types (a test's capture handler) are left alone.
+    """
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
+    for old in [h for h in root.handlers if type(h) in (_GatewayHandler, logging.StreamHandler)]:
         root.removeHandler(old)
         old.close()
     handler = _GatewayHandler(stream if stream is not None else sys.stderr)
     if settings.format == "json":
         handler.setFormatter(JsonLinesFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     if not settings.capture_content:
         # On the handler, not a logger: logger filters do not see records from child loggers.
         handler.addFilter(ContentFieldFilter())
     root.addHandler(handler)
     root.setLevel(settings.level)
+    access_log.configure(enabled=settings.access_log, rate_per_s=settings.access_log_rate)
     return handler

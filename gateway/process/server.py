@@ -1,4 +1,4 @@
-"""Builds and runs a gateway process: components, interceptors, gRPC services, shutdown."""
+"""Builds and runs a gateway process: components, the call stack, gRPC services, shutdown."""
 
 from __future__ import annotations
 
@@ -13,21 +13,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from llmgateway.v1 import gateway_pb2
+from prometheus_client import Gauge
 
 from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
 from common.settings import SettingsError
 from common.telemetry import check_otlp_egress, start_tracing
-from gateway.auth.interceptor import AuthInterceptor
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
+from gateway.http.server import HttpServer, server_ssl_context, start_http_server
 from gateway.limits.factory import build_limiter
-from gateway.process.metrics_server import MetricsServer, start_metrics_server
+from gateway.process.metrics_server import MetricsServer, parse_listen, start_metrics_server
+from gateway.request.anonymous import WINDOW_S as ANONYMOUS_WINDOW_S
+from gateway.request.anonymous import AnonymousRefusals
 from gateway.request.auditing import AuditTrail
-from gateway.request.decoding import add_guarded, add_inference_service
-from gateway.request.interceptors import build_interceptors
+from gateway.request.decoding import add_guarded
 from gateway.request.pipeline import Pipeline
 from gateway.request.servicer import InferenceServicer
+from gateway.request.stack import build_call_stack
 from gateway.routing.factory import build_registry
 from gateway.routing.registry import WorkerRegistry
 from gateway.routing.router import Router
@@ -49,6 +53,13 @@ BURST_OPTIONS = (
     ("grpc.server.max_pending_requests", 10_000),
     ("grpc.server.max_pending_requests_hard_limit", 20_000),
 )
+# With several processes the replica is ready when this sums to `server.processes` over the live
+# ones (prometheus_client's multiprocess mode; without it, the one process's own value).
+PROCESS_SERVING = Gauge(
+    "llmgw_process_serving",
+    "1 while a gateway process is SERVING (grpc.health.v1, overall), 0 while it drains.",
+    multiprocess_mode="livesum",
+)
 
 
 @dataclass
@@ -62,7 +73,9 @@ class GatewayHandle:
     verifier: JwtVerifier
     port: int
     metrics: MetricsServer | None = None
+    http: HttpServer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    serving: bool = False
 
     @property
     def target(self) -> str:
@@ -73,20 +86,26 @@ class GatewayHandle:
         details = {f"policy.{k}": v for k, v in self.pipeline.policy.health().items()}
         details.update({f"limits.{k}": v for k, v in self.pipeline.limiter.health().items()})
         details.update(self.pipeline.audit.health())
+        details.update(self.pipeline.router.health())
         return details
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
+        self.serving = False
+        PROCESS_SERVING.set(0)
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(
-            grace if grace is not None else self.pipeline.settings.server.shutdown_grace_s
-        )
+        grace = grace if grace is not None else self.pipeline.settings.server.shutdown_grace_s
+        stopping = [self.server.stop(grace)]
+        if self.http is not None:
+            stopping.append(self.http.stop(grace))
+        await asyncio.gather(*stopping)
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.registry.close()
         await self.pipeline.limiter.close()
+        await self.pipeline.anonymous.flush(self.pipeline.audit, everything=True)
         await self.pipeline.audit.close()
         await self.verifier.close()
         self.pipeline.tracing.shutdown()
@@ -126,6 +145,13 @@ def check_production(settings: GatewaySettings) -> None:
             "auth.dev_key_file: the development key is configured in a production "
             "configuration; remove it and configure the identity provider's keys"
         )
+    if settings.production and (settings.audit is None or not settings.audit.pseudonym_key_file):
+        raise SettingsError(
+            "audit.pseudonym_key_file: required in a production configuration: one secret "
+            "(>= 32 random bytes, a mounted Secret) shared by every replica and process, so that "
+            "each person has one pseudonym; create it with `head -c 32 /dev/urandom` "
+            "(docs/deploy.md)"
+        )
 
 
 async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
@@ -147,12 +173,11 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
         limiter=build_limiter(settings.limits),
         audit=await AuditTrail.open(settings.audit, settings.data_dir),
         tracing=start_tracing(settings.telemetry, guard),
+        anonymous=AnonymousRefusals(
+            settings.audit.anonymous_window_s if settings.audit else ANONYMOUS_WINDOW_S
+        ),
     )
     server = grpc.aio.server(
-        interceptors=build_interceptors(
-            authentication=AuthInterceptor(verifier, mtls=settings.auth.mtls),
-            on_refused=pipeline.record_refused_call,
-        ),
         options=[
             ("grpc.max_receive_message_length", settings.server.max_request_bytes),
             # Far above gRPC's 8 KiB soft limit and above the largest auth.max_token_bytes, so
@@ -164,7 +189,8 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
             ("grpc.so_reuseport", int(settings.server.processes > 1)),
         ],
     )
-    add_inference_service(InferenceServicer(pipeline), server)
+    authenticator = Authenticator(verifier, mtls=settings.auth.mtls)
+    server.add_generic_rpc_handlers((build_call_stack(InferenceServicer(pipeline), authenticator),))
     health_servicer = health.aio.HealthServicer()
     # Open without a token: guarded too, so that junk bodies cannot flood the log.
     add_guarded(health_pb2_grpc.add_HealthServicer_to_server, health_servicer, server)
@@ -187,13 +213,31 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
     for name in ("", SERVICE_NAME, *COMPONENTS):
         await health_servicer.set(name, SERVING)
     handle = GatewayHandle(server, health_servicer, registry, pipeline, verifier, port)
+    if settings.http.listen is not None:
+        host, http_port = parse_listen(settings.http.listen)
+        try:
+            handle.http = await start_http_server(
+                host,
+                http_port,
+                pipeline,
+                authenticator,
+                ssl_context=server_ssl_context(settings.auth),
+                reuse_port=settings.server.processes > 1,
+            )
+        except BaseException:
+            await handle.stop(grace=0)
+            raise
+        log.info("OpenAI-compatible HTTP door on port %d", handle.http.port)
+    handle.serving = True
+    PROCESS_SERVING.set(1)
     if settings.policy.reload_interval_s > 0:
         handle.tasks.append(
             asyncio.create_task(policy.run_reloader(settings.policy.reload_interval_s))
         )
     handle.tasks.append(asyncio.create_task(_report_component_health(handle)))
+    handle.tasks.append(asyncio.create_task(pipeline.anonymous.run(pipeline.audit)))
     if settings.metrics is not None and settings.metrics.listen:
-        handle.metrics = start_metrics_server(settings.metrics.listen)
+        handle.metrics = start_metrics_server(settings.metrics.listen, ready=lambda: handle.serving)
     log.info("gateway listening on port %d (policy %s)", port, policy.current().version[:12])
     return handle
 
@@ -205,7 +249,7 @@ async def _report_component_health(handle: GatewayHandle) -> None:
         "llmgateway.limits": lambda: (
             not any("degraded" in v for v in handle.pipeline.limiter.health().values())
         ),
-        "llmgateway.audit": lambda: not handle.pipeline.audit.is_full,
+        "llmgateway.audit": lambda: not handle.pipeline.audit.problem(),
     }
     while True:
         for name, healthy in checks.items():
@@ -217,5 +261,8 @@ async def serve(settings: GatewaySettings) -> None:
     """Run a gateway until SIGTERM/SIGINT, then shut down gracefully."""
     handle = await start_gateway(settings)
     await wait_for_shutdown_signal()
-    log.info("shutting down: NOT_SERVING, draining for %.0f s", settings.server.shutdown_grace_s)
+    log.info(
+        "shutting down: NOT_SERVING, draining for up to %.0f s", settings.server.shutdown_grace_s
+    )
     await handle.stop()
+    log.info("gateway stopped")

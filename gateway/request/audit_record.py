@@ -5,23 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import grpc
-
 from audit.record import AuditRecord, Outcome, Timings
 from gateway.auth.principal import Principal
 from gateway.request.auditing import AuditKeys
 from gateway.request.domain import GenerationResult
 from gateway.request.errors import GatewayError
 from policy.decision import Decision
-from policy.model import AuditContent
-
-_DENIED_CODES = {
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.FAILED_PRECONDITION,
-}
+from policy.definitions import AuditContent
 
 
 def outcome_of(exc: BaseException | None, deadline_passed: bool) -> tuple[Outcome, str]:
@@ -34,17 +24,7 @@ def outcome_of(exc: BaseException | None, deadline_passed: bool) -> tuple[Outcom
             return Outcome.DEADLINE, "DEADLINE_EXCEEDED"
         return Outcome.CANCELLED, "CANCELLED"
     if isinstance(exc, GatewayError):
-        code = exc.code
-        if code in _DENIED_CODES:
-            return Outcome.DENIED, code.name
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            from_limits = any(getattr(d, "reason", "").startswith("limits.") for d in exc.details)
-            return (Outcome.DENIED if from_limits else Outcome.SHED), code.name
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return Outcome.DEADLINE, code.name
-        if code == grpc.StatusCode.CANCELLED:
-            return Outcome.CANCELLED, code.name
-        return Outcome.ERROR, code.name
+        return exc.outcome, exc.code.name
     return Outcome.ERROR, "INTERNAL"
 
 
@@ -63,6 +43,9 @@ def build_record(
     purpose: str | None,
     trace_id: str,
     span_id: str,
+    refusal: BaseException | None = None,
+    interface: str = "grpc",
+    peer: str = "",
 ) -> AuditRecord:
     """One record: pseudonymised subject, keyed hashes, text only when policy allows it."""
     answer = result.answer
@@ -88,7 +71,7 @@ def build_record(
         model=result.model,
         worker=result.worker,
         policy_version=decision.policy_version if decision else "",
-        rules_fired=decision.rules_fired if decision else (),
+        rules_fired=decision.rules_fired if decision else refusal_reasons(refusal),
         redactions=dict(decision.redactions) if decision else {},
         prompt_hmac=keys.content("\x1e".join(original_texts)) if original_texts else "",
         answer_hmac=answer_hmac,
@@ -99,4 +82,14 @@ def build_record(
         timings=Timings(result.queue_ms, result.time_to_first_token_ms, result.total_ms),
         retry_count=result.retries,
         client_request_id=client_request_id,
+        model_digest=result.model_digest,
+        interface=interface,
+        peer=peer,
     )
+
+
+def refusal_reasons(refusal: BaseException | None) -> tuple[str, ...]:
+    """The ErrorInfo reasons of a refusal that came before any policy decision."""
+    if not isinstance(refusal, GatewayError):
+        return ()
+    return tuple(reason for d in refusal.details if (reason := getattr(d, "reason", "")))

@@ -10,6 +10,7 @@ import re
 
 from llmgateway.v1 import gateway_pb2 as pb
 
+from gateway.request.decoding import Undecodable, refusal
 from gateway.request.domain import (
     ChatTurn,
     FinishReason,
@@ -45,9 +46,11 @@ def _invalid(field: str, message: str) -> InvalidArgument:
 
 
 def generation_request(
-    request: pb.GenerateRequest | pb.GenerateStreamRequest, limits: ServerSettings
+    request: pb.GenerateRequest | pb.GenerateStreamRequest | Undecodable, limits: ServerSettings
 ) -> GenerationRequest:
     """Validate a public request and convert it; raises InvalidArgument naming the field."""
+    if isinstance(request, Undecodable):
+        raise refusal(request)
     model = request.model.strip()
     if not model:
         raise _invalid("model", "is required; call ListModels to see the models you may use")

@@ -16,7 +16,6 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
-from llmgateway.v1 import gateway_pb2_grpc
 
 from gateway.request.errors import InvalidArgument, bad_request
 from gateway.request.ratelog import RateLimitedLog
@@ -51,7 +50,8 @@ def safe_deserializer(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], 
     return decode
 
 
-def _refusal(request: Undecodable) -> InvalidArgument:
+def refusal(request: Undecodable) -> InvalidArgument:
+    """The INVALID_ARGUMENT answer to a body that did not decode."""
     message = (
         f"the request body is not a valid {request.message_name} (protobuf encoding or "
         "UTF-8 in a string field): send a message built from the published .proto"
@@ -69,7 +69,7 @@ def guard(handler: Handler, *, raise_error: bool = False) -> Handler:
         return handler
 
     async def refuse(request: Undecodable, context: Any) -> None:
-        error = _refusal(request)
+        error = refusal(request)
         if raise_error:
             raise error
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
@@ -159,10 +159,3 @@ def add_guarded(
 ) -> None:
     """Register `servicer` with a generated `add_XServicer_to_server`, every method guarded."""
     add(servicer, _GuardingServer(server, raise_error))
-
-
-def add_inference_service(servicer: Any, server: grpc.aio.Server) -> None:
-    """Register the InferenceService, guarded; refusals are raised for the error interceptor."""
-    add_guarded(
-        gateway_pb2_grpc.add_InferenceServiceServicer_to_server, servicer, server, raise_error=True
-    )

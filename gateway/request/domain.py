@@ -101,5 +101,6 @@ class GenerationResult:
     time_to_first_token_ms: float = 0.0
     total_ms: float = 0.0
     worker: str = ""
+    model_digest: str = ""
     retries: int = 0
     answer: Answer = field(default_factory=Answer)

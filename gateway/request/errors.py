@@ -1,7 +1,7 @@
 """The gateway's error hierarchy: each class carries its gRPC status code and a public message.
 
-Handlers and services raise these; `gateway.request.interceptors.ErrorInterceptor` is the one
-place that turns them into a gRPC status with `google.rpc` details (unary and streaming alike).
+Handlers and services raise these; `gateway.request.stack` (gRPC) and the HTTP door are the
+places that turn them into a status with `google.rpc` details (unary and streaming alike).
 Anything else becomes INTERNAL "internal error (request id ...)" and its traceback goes to the
 log, never to the caller.
 """
@@ -16,6 +16,8 @@ from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
+from audit.record import Outcome
+
 ERROR_DOMAIN = "llmgateway"
 
 
@@ -27,6 +29,8 @@ class GatewayError(Exception):
     """
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    # How a request refused with this error ends in the audit record.
+    outcome: ClassVar[Outcome] = Outcome.ERROR
 
     def __init__(self, message: str, *, details: Sequence[Message] = ()) -> None:
         super().__init__(message)
@@ -38,36 +42,48 @@ class InvalidArgument(GatewayError):
     """The request itself is wrong; retrying it unchanged will fail again."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+    outcome = Outcome.DENIED
 
 
 class NotFound(GatewayError):
     """A named thing (a model) does not exist."""
 
     code = grpc.StatusCode.NOT_FOUND
+    outcome = Outcome.DENIED
 
 
 class Unauthenticated(GatewayError):
     """The caller could not be identified: missing, malformed, expired or unverifiable token."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
+    outcome = Outcome.DENIED
 
 
 class PermissionDenied(GatewayError):
     """An identified caller may not do this."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
+    outcome = Outcome.DENIED
 
 
 class ResourceExhausted(GatewayError):
     """A limit, budget or queue is full; details say which and how long to wait."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    outcome = Outcome.SHED
+
+
+class LimitExceeded(ResourceExhausted):
+    """A rate limit, concurrency limit or token budget refused the request (not load shedding)."""
+
+    outcome = Outcome.DENIED
 
 
 class FailedPrecondition(GatewayError):
     """The system is not in a state to run this request (e.g. audit spool full)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+    outcome = Outcome.DENIED
 
 
 class Unavailable(GatewayError):
@@ -80,12 +96,14 @@ class DeadlineExceeded(GatewayError):
     """The caller's deadline passed before the answer was complete."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+    outcome = Outcome.DEADLINE
 
 
 class Cancelled(GatewayError):
     """The request was cancelled."""
 
     code = grpc.StatusCode.CANCELLED
+    outcome = Outcome.CANCELLED
 
 
 def error_info(
@@ -119,4 +137,12 @@ def bad_request(field: str, description: str) -> error_details_pb2.BadRequest:
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
         ]
+    )
+
+
+def spool_full() -> Unavailable:
+    """The refusal of a request that must be audited while the audit spool has no room."""
+    return Unavailable(
+        "the audit spool is full and this department may not be served unaudited; retry later",
+        details=[retry_info(5.0), error_info("audit.spool_full")],
     )

@@ -12,24 +12,22 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
-import grpc
-from llmgateway.worker.v1 import worker_pb2 as wpb
 from prometheus_client import Counter
 
-from audit.record import AuditRecord, Outcome
+from audit.record import Outcome
 from audit.spool import SpoolFull
 from common.telemetry import Tracing, content_capture_allowed
-from common.tokenizer import count_chat_tokens, count_tokens
-from common.worker_wire import FINISH_FROM_PROTO, ROLE_VALUES
-from gateway.auth.principal import CURRENT_PRINCIPAL, Principal
+from gateway.auth.principal import Principal
 from gateway.limits.base import Completion, RateLimiter
-from gateway.request.admission import Admitted, admit_limits, decide_policy, policy_refusal
-from gateway.request.audit_record import build_record, outcome_of
+from gateway.request import access_log, metrics
+from gateway.request.admission import Admitted, Gate
+from gateway.request.anonymous import AnonymousRefusals, peer_host
+from gateway.request.audit_record import build_record, outcome_of, refusal_reasons
 from gateway.request.auditing import AuditTrail
+from gateway.request.call import CallContext
 from gateway.request.domain import (
     Answer,
     FinishReason,
@@ -37,22 +35,13 @@ from gateway.request.domain import (
     GenerationResult,
     StreamChunk,
 )
-from gateway.request.errors import (
-    DeadlineExceeded,
-    GatewayError,
-    InvalidArgument,
-    Unauthenticated,
-    Unavailable,
-    bad_request,
-    error_info,
-    retry_info,
-)
-from gateway.request.interceptors import AUDITED
+from gateway.request.errors import DeadlineExceeded, spool_full
 from gateway.request.request_trace import RequestTrace
-from gateway.routing.router import RouteOutcome, Router, WorkerCall
+from gateway.request.worker_convert import finish_reason, worker_request
+from gateway.routing.router import ModelStatus, RouteOutcome, Router, WorkerCall
 from gateway.settings import GatewaySettings
 from policy.decision import Decision
-from policy.model import AuditContent
+from policy.definitions import AuditContent
 from policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -75,53 +64,34 @@ class Pipeline:
     limiter: RateLimiter
     audit: AuditTrail
     tracing: Tracing
+    anonymous: AnonymousRefusals = field(default_factory=AnonymousRefusals)
 
-    def exchange(
-        self, request_id: str, context: grpc.aio.ServicerContext[Any, Any], *, streaming: bool
-    ) -> Exchange:
-        return Exchange(self, request_id, context, streaming=streaming)
+    @property
+    def gate(self) -> Gate:
+        return Gate(self.settings.server, self.policy, self.router, self.limiter, self.audit)
 
-    async def record_refused_call(self, request_id: str, err: GatewayError) -> None:
-        """Audit a call refused before any exchange existed (authentication failures)."""
-        outcome, status = outcome_of(err, deadline_passed=False)
-        record = AuditRecord(
-            record_id=request_id,
-            time_ns=time.time_ns(),
-            subject_pseudonym="",
-            department="",
-            outcome=outcome,
-            status_code=status,
-            rules_fired=tuple(
-                getattr(d, "reason", "") for d in err.details if hasattr(d, "reason")
-            ),
-        )
-        await asyncio.shield(self.audit.append(record))
+    def exchange(self, call: CallContext, *, streaming: bool, listing: bool = False) -> Exchange:
+        return Exchange(self, call, streaming=streaming, listing=listing)
 
 
 class Exchange:
     """The state of one request from arrival to its audit record."""
 
     def __init__(
-        self,
-        pipeline: Pipeline,
-        request_id: str,
-        context: grpc.aio.ServicerContext[Any, Any],
-        *,
-        streaming: bool,
+        self, pipeline: Pipeline, call: CallContext, *, streaming: bool, listing: bool = False
     ) -> None:
         self._pipeline = pipeline
-        self._context = context
+        self._call = call
         self._streaming = streaming
+        self._listing = listing
         self._started = time.monotonic()
-        self.principal: Principal | None = CURRENT_PRINCIPAL.get()
+        self.principal: Principal | None = call.principal
         self.request: GenerationRequest | None = None
         self.decision: Decision | None = None
         self.admitted: Admitted | None = None
         self.route = RouteOutcome()
-        self.result = GenerationResult(request_id=request_id, model="")
-        self.trace = RequestTrace(
-            pipeline.tracing, tuple(context.invocation_metadata() or ()), time.time_ns(), streaming
-        )
+        self.result = GenerationResult(request_id=call.request_id, model="")
+        self.trace = RequestTrace(pipeline.tracing, call.metadata, time.time_ns(), streaming)
         self._heartbeat: asyncio.TimerHandle | asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Exchange:
@@ -133,23 +103,31 @@ class Exchange:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._listing and exc is None:
+            return  # a model listing is audited only when refused
         result = self.finish()
-        remaining = self._context.time_remaining()
+        remaining = self._call.time_remaining()
         outcome, status = outcome_of(exc, deadline_passed=remaining is not None and remaining <= 0)
         if outcome is Outcome.CANCELLED and result.finish_reason is None:
             result.finish_reason = FinishReason.CANCELLED
+        if self._aggregated(exc, status):
+            return  # counted into the window's aggregate record of its kind
         # Accounting and audit must finish even when the caller has gone away.
-        recorded = await asyncio.shield(self._account_and_audit(outcome, status))
-        # Set here, in the handler's own context: the shielded task runs in a copy of it.
-        AUDITED.set(True)
+        recorded = await asyncio.shield(self._account_and_audit(outcome, status, exc))
         if not recorded and exc is None and (self.decision is None or self.decision.audit_required):
             # The spool filled up while this request ran: a department that must be audited
             # does not get an unaudited success.
-            raise Unavailable(
-                "the audit spool is full and this department may not be served unaudited; "
-                "retry later",
-                details=[retry_info(5.0), error_info("audit.spool_full")],
-            )
+            raise spool_full()
+
+    def _aggregated(self, exc: BaseException | None, status: str) -> bool:
+        """Whether this authentication refusal only counts towards an aggregate record."""
+        refusal = self._call.refusal
+        if exc is None or exc is not refusal or refusal is None:
+            return False
+        reason = refusal_reasons(refusal)
+        return not self._pipeline.anonymous.first(
+            self._call.peer, reason[0] if reason else status, status, self._call.interface
+        )
 
     def finish(self) -> GenerationResult:
         """The result with its final timings and routing facts (idempotent)."""
@@ -157,84 +135,49 @@ class Exchange:
         if not result.total_ms:
             result.total_ms = (time.monotonic() - self._started) * 1000
         result.worker = self.route.worker_id
+        result.model_digest = self.route.model_digest
         result.retries = self.route.retries
         result.queue_ms = self.route.queue_ms
         return result
 
+    def models(self) -> list[ModelStatus]:
+        """The models the caller's department may use, with their ready workers."""
+        principal = self._call.authenticated()
+        department = self._pipeline.policy.current().department(principal.department)
+        allowed = department.models if department else frozenset()
+        return [m for m in self._pipeline.router.models().values() if m.name in allowed]
+
     async def admit(self, request: GenerationRequest) -> Admitted:
-        """Policy, then limits: whether and how the request may run."""
-        pipeline = self._pipeline
-        principal = self.principal
-        if principal is None:  # the auth interceptor guarantees one; never run without it
-            raise Unauthenticated("no verified caller; send `authorization: Bearer <JWT>`")
+        """Authentication's verdict, then admission (policy, audit spool, limits)."""
+        principal = self._call.authenticated()
         self.request = request
         self.result.model = request.model
-        policy = pipeline.policy.current()
-        # The catalog lookup first: it is a dict hit, the router's scan visits every worker.
-        if request.model not in policy.model_catalog and not pipeline.router.serves(request.model):
-            raise InvalidArgument(
-                f"model: unknown model {request.model!r}; "
-                "call ListModels for the models you may use",
-                details=[bad_request("model", "unknown model")],
-            )
-        prompt_tokens = _estimate_tokens(request)
-        server = pipeline.settings.server
-        if prompt_tokens > server.max_prompt_tokens:
-            raise InvalidArgument(
-                f"the input is about {prompt_tokens} tokens; the limit is "
-                f"{server.max_prompt_tokens}: shorten it",
-                details=[bad_request("prompt", "too many tokens")],
-            )
-        with self.trace.stage("policy"):
-            decision = decide_policy(policy, principal, request, prompt_tokens)
-        self.decision = decision
-        if not decision.allowed:
-            raise policy_refusal(decision)
-        if decision.audit_required and pipeline.audit.is_full:
-            raise Unavailable(
-                "the audit spool is full and this department may not be served unaudited; "
-                "retry later",
-                details=[retry_info(5.0), error_info("audit.spool_full")],
-            )
-        max_tokens = min(
-            decision.max_output_tokens or server.default_max_tokens, server.max_output_tokens
+        admission = await self._pipeline.gate.admit(
+            self.result.request_id, principal, request, self.trace
         )
-        with self.trace.stage("limits"):
-            lease, quota = await admit_limits(
-                pipeline.limiter,
-                self.result.request_id,
-                principal,
-                decision,
-                prompt_tokens + max_tokens,
-            )
-        self.admitted = Admitted(
-            request=request,
-            texts=decision.redacted_texts or request.texts,
-            prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens,
-            allowed_pools=decision.allowed_pools or None,
-            priority=decision.priority,
-            cache_salt=decision.department,
-            department=decision.department,
-            lease=lease,
-            quota_metadata=quota,
-        )
-        self.result.model = decision.effective_model or request.model
+        self.decision = admission.decision
+        if admission.refusal is not None:
+            raise admission.refusal
+        admitted = admission.admitted
+        assert admitted is not None and self.decision is not None
+        self.admitted = admitted
+        self.result.model = self.decision.effective_model or request.model
         self._keep_lease_alive()
-        return self.admitted
+        return admitted
 
     async def generate(self) -> AsyncIterator[StreamChunk]:
         """Route to a worker and relay its tokens as they come."""
         admitted = self.admitted
         assert admitted is not None, "admit() first"
         call = WorkerCall(
-            message=_worker_message(self.result.request_id, self.result.model, admitted),
+            message=worker_request(self.result.request_id, self.result.model, admitted),
             allowed_pools=admitted.allowed_pools,
             deadline=self._deadline(),
             metadata=self.trace.metadata(),
             priority=admitted.priority,
             affinity_key=admitted.request.affinity_key,
             department=admitted.department,
+            model_digest=self.decision.model_digest if self.decision else "",
         )
         result = self.result
         result.answer = self._answer()
@@ -245,12 +188,11 @@ class Exchange:
                 if message.token_count:
                     if not result.completion_tokens:
                         result.time_to_first_token_ms = (time.monotonic() - self._started) * 1000
-                        await self._context.send_initial_metadata(admitted.quota_metadata)
                     result.completion_tokens += message.token_count
                     result.answer.add(message.text)
                     yield StreamChunk(message.text, message.token_count)
                 if message.finish_reason:
-                    result.finish_reason = FINISH_FROM_PROTO[message.finish_reason]
+                    result.finish_reason = finish_reason(message.finish_reason)
                     result.completion_tokens = message.completion_tokens or result.completion_tokens
             span.set_attribute("llmgateway.worker", self.route.worker_id)
 
@@ -267,7 +209,7 @@ class Exchange:
         return Answer(keep_text=keep_text, hasher=self._pipeline.audit.keys.content_hasher())
 
     def _deadline(self) -> float | None:
-        remaining = self._context.time_remaining()
+        remaining = self._call.time_remaining()
         if remaining is None:
             return None
         if remaining <= DEADLINE_MARGIN_S:
@@ -288,7 +230,9 @@ class Exchange:
         while lease is not None and await self._pipeline.limiter.heartbeat(lease):
             await asyncio.sleep(interval)
 
-    async def _account_and_audit(self, outcome: Outcome, status: str) -> bool:
+    async def _account_and_audit(
+        self, outcome: Outcome, status: str, exc: BaseException | None
+    ) -> bool:
         """Reconcile tokens and write the audit record; False if the spool refused it."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -302,12 +246,12 @@ class Exchange:
                 self._pipeline.limiter.complete(admitted.lease, used)
             )
         try:
-            return await self._audit(outcome, status)
+            return await self._audit(outcome, status, exc)
         finally:
             if completing is not None:
                 await completing
 
-    async def _audit(self, outcome: Outcome, status: str) -> bool:
+    async def _audit(self, outcome: Outcome, status: str, exc: BaseException | None) -> bool:
         """End the trace and write the audit record; False if the spool refused it."""
         result, admitted, decision = self.result, self.admitted, self.decision
         request = self.request
@@ -338,6 +282,22 @@ class Exchange:
             purpose=request.purpose if request else None,
             trace_id=self.trace.trace_id,
             span_id=self.trace.span_id,
+            refusal=exc,
+            interface=self._call.interface,
+            peer=peer_host(self._call.peer) if self.principal is None else "",
+        )
+        policy = self._pipeline.policy.current()
+        access_log.record(
+            metrics.summarize(
+                result,
+                department=department,
+                audit_outcome=outcome.value,
+                grpc_status=status,
+                streaming=self._streaming,
+                trace_id=self.trace.trace_id,
+                known_models=policy.model_catalog,
+                known_departments=policy.departments,
+            )
         )
         try:
             await self._pipeline.audit.append(record)
@@ -346,36 +306,3 @@ class Exchange:
             log.error("audit spool full: record of request %s not written", result.request_id)
             return False
         return True
-
-
-def _estimate_tokens(request: GenerationRequest) -> int:
-    if request.prompt is not None:
-        return count_tokens(request.prompt)
-    return count_chat_tokens(request.texts)
-
-
-def _worker_message(request_id: str, model: str, admitted: Admitted) -> wpb.GenerateRequest:
-    request = admitted.request
-    sampling = wpb.SamplingParams(
-        max_tokens=admitted.max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        top_k=request.top_k,
-        stop=request.stop,
-        seed=request.seed,
-    )
-    message = wpb.GenerateRequest(
-        request_id=request_id,
-        model=model,
-        sampling=sampling,
-        cache_salt=admitted.cache_salt,
-        priority=admitted.priority,
-    )
-    if request.prompt is not None:
-        message.prompt = admitted.texts[0]
-    else:
-        message.chat.messages.extend(
-            wpb.ChatMessage(role=ROLE_VALUES[m.role], content=text)
-            for m, text in zip(request.messages, admitted.texts, strict=True)
-        )
-    return message

@@ -43,7 +43,7 @@ class RequestTrace:
             attributes={t.GEN_AI_REQUEST_STREAM: streaming},
         )
         self._context = trace.set_span_in_context(self._root, parent)
-        # Authentication ran in the interceptor before this exchange existed.
+        # Authentication ran when the call context was built, before this exchange existed.
         self._tracer.start_span("authenticate", context=self._context, start_time=started_ns).end()
 
     @property

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Protocol
 
+from gateway.routing.digests import DigestWatch
 from gateway.routing.worker import WorkerState
 
 # Points per worker on the ring. More points even out the share of keys each worker owns (at 100,
@@ -139,11 +140,17 @@ class CandidateIndex:
     change, the only inputs of the sets.
     """
 
-    def __init__(self, registry: WorkerList, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        registry: WorkerList,
+        clock: Callable[[], float] = time.monotonic,
+        digests: DigestWatch | None = None,
+    ) -> None:
         self._registry = registry
         self._clock = clock
+        self.digests = digests or DigestWatch()
         self._version = registry.version - 1
-        self._sets: dict[tuple[str, tuple[str, ...] | None], Candidates] = {}
+        self._sets: dict[tuple[str, tuple[str, ...] | None, str], Candidates] = {}
         self._models: frozenset[str] = frozenset()
 
     def serves(self, model: str) -> bool:
@@ -152,23 +159,33 @@ class CandidateIndex:
             self._refresh()
         return model in self._models
 
-    def get(self, model: str, allowed_pools: tuple[str, ...] | None) -> Candidates:
-        """The candidates for `model` in `allowed_pools` (None: any pool)."""
+    def get(
+        self, model: str, allowed_pools: tuple[str, ...] | None, digest: str = ""
+    ) -> Candidates:
+        """The candidates for `model` in `allowed_pools` (None: any pool).
+
+        With a `digest` (the model register's), only workers advertising it for `model`.
+        """
         if self._registry.version != self._version:
             self._refresh()
-        found = self._sets.get((model, allowed_pools))
+        found = self._sets.get((model, allowed_pools, digest))
         if found is None:
             if len(self._sets) >= _MAX_SETS:
                 self._sets.clear()
+            workers = self._registry.workers
+            if digest:
+                self.digests.observe(model, digest, workers)
             found = Candidates(
                 [
                     w
-                    for w in self._registry.workers
-                    if model in w.models and (allowed_pools is None or w.pool in allowed_pools)
+                    for w in workers
+                    if model in w.models
+                    and (allowed_pools is None or w.pool in allowed_pools)
+                    and (not digest or w.model_digests.get(model) == digest)
                 ],
                 self._clock,
             )
-            self._sets[(model, allowed_pools)] = found
+            self._sets[(model, allowed_pools, digest)] = found
         return found
 
     def _refresh(self) -> None:

@@ -45,6 +45,20 @@ class OutlierEjector:
             worker.consecutive_failures,
         )
 
+    def eject_now(self, worker: WorkerState) -> None:
+        """The worker's engine failed fatally: out at once, for the longest backoff.
+
+        It exits and is restarted; the health monitor readmits it only once a probe succeeds.
+        """
+        if worker.ejected:
+            return
+        now = time.monotonic()
+        worker.ejections += 1
+        worker.ejected_until = now + self._settings.eject_max_s
+        worker.last_ejected = now
+        EJECTIONS.inc()
+        log.warning("worker %s ejected: its engine failed fatally", worker.name)
+
     def success(self, worker: WorkerState) -> None:
         worker.consecutive_failures = 0
 

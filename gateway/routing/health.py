@@ -30,7 +30,7 @@ class WorkerMonitor:
     load (and draining) is known within `load_report_ms`; when the stream breaks the worker is
     marked not serving at once, without waiting for the next health check. `on_change` is called
     whenever readiness or load changes (the scheduler then retries waiting generations),
-    `on_info_change` whenever GetInfo reports other models or another pool than before.
+    `on_info_change` whenever GetInfo reports other models, digests or another pool than before.
     """
 
     def __init__(
@@ -103,9 +103,13 @@ class WorkerMonitor:
                 info.max_slots,
             )
         models = frozenset(info.models)
-        changed = models != worker.models or info.pool != worker.pool
+        digests = dict(info.model_digests)
+        changed = (
+            models != worker.models or info.pool != worker.pool or digests != worker.model_digests
+        )
         worker.worker_id = info.worker_id
         worker.models = models
+        worker.model_digests = digests
         worker.pool = info.pool
         worker.max_slots = info.max_slots
         if changed:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from common.egress import ResidencyViolation
+from gateway.routing import metrics
 from gateway.routing.ejection import OutlierEjector
 from gateway.routing.health import WorkerMonitor
 from gateway.routing.settings import RoutingSettings
@@ -112,6 +113,7 @@ class WorkerRegistry:
             self._tasks.append(
                 asyncio.create_task(self._run(source, event), name=f"discovery {source.name}")
             )
+        self._tasks.append(asyncio.create_task(self._export_metrics(), name="worker metrics"))
         if published:
             waits = [asyncio.create_task(event.wait()) for event in published]
             _, pending = await asyncio.wait(waits, timeout=self.settings.connect_timeout_s * 2)
@@ -128,6 +130,11 @@ class WorkerRegistry:
             self.workers = []
         await asyncio.gather(*(m.stop() for m in monitors))
         await asyncio.gather(*(m.worker.channel.close() for m in monitors))
+
+    async def _export_metrics(self) -> None:
+        while True:
+            metrics.export_workers(self._workers)
+            await asyncio.sleep(metrics.EXPORT_INTERVAL_S)
 
     def retire_if_idle(self, worker: WorkerState) -> None:
         """Close a departed worker's channel after its last in-flight generation."""

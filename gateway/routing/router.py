@@ -16,12 +16,12 @@ from gateway.request.errors import (
     Cancelled,
     DeadlineExceeded,
     GatewayError,
-    InvalidArgument,
     ResourceExhausted,
     Unavailable,
     retry_info,
 )
 from gateway.routing.candidates import CandidateIndex
+from gateway.routing.engine_refusals import invalid_request
 from gateway.routing.metrics import RETRIES
 from gateway.routing.picker import NoReadyWorker, affinity_digest, pick
 from gateway.routing.registry import WorkerRegistry
@@ -61,6 +61,7 @@ class WorkerCall:
     priority: int = 0
     affinity_key: str = ""
     department: str = ""
+    model_digest: str = ""  # the register's digest of the model; empty: any worker serving it
 
 
 @dataclass(slots=True)
@@ -70,6 +71,7 @@ class RouteOutcome:
     worker_id: str = ""
     retries: int = 0
     queue_ms: float = 0.0
+    model_digest: str = ""  # what the chosen worker advertises for the model
 
 
 _Opened = tuple[
@@ -126,6 +128,10 @@ class Router:
     def registry(self) -> WorkerRegistry:
         return self._registry
 
+    def health(self) -> dict[str, str]:
+        """Routing health details: workers left out for a digest that differs from the register."""
+        return self._index.digests.health()
+
     def serves(self, model: str) -> bool:
         """True if any known worker (ready or not) serves `model`."""
         return self._index.serves(model)
@@ -147,15 +153,25 @@ class Router:
         *,
         key: bytes | None = None,
         exclude: Sequence[WorkerState] = (),
+        digest: str = "",
     ) -> WorkerState | None:
         """The worker for the next generation of `model`, or None while all are full.
 
-        Raises Unavailable when no ready worker serves `model` in an allowed pool.
+        Raises Unavailable when no ready worker serves `model` (with `digest`, the registered
+        build of it) in an allowed pool.
         """
-        candidates = self._index.get(model, allowed_pools)
+        candidates = self._index.get(model, allowed_pools, digest)
         try:
             return pick(candidates, key, self._settings.affinity_load_factor, exclude, self._random)
         except NoReadyWorker:
+            left_out = self._index.digests.mismatched(model) if digest else []
+            if left_out and not candidates.workers:
+                raise Unavailable(
+                    f"no worker serves the registered build of model {model!r} "
+                    f"({len(left_out)} serve another build and get no traffic); "
+                    "ask the operators",
+                    details=[retry_info(5.0)],
+                ) from None
             raise Unavailable(
                 f"no healthy worker serves model {model!r} in a pool cleared for this request; "
                 "retry later or ask the operators",
@@ -206,6 +222,7 @@ class Router:
             raise last.error from None  # no other worker left: the real cause
         tried.append(worker)
         outcome.worker_id = worker.name
+        outcome.model_digest = worker.model_digests.get(call.message.model, "")
         outcome.retries = len(tried) - 1
         rpc, messages, first = await self._open(call, worker)
         return worker, rpc, messages, first
@@ -246,7 +263,7 @@ class Router:
         model, pools = call.message.model, call.allowed_pools
 
         def select() -> WorkerState | None:
-            return self.pick(model, pools, key=key, exclude=tried)
+            return self.pick(model, pools, key=key, exclude=tried, digest=call.model_digest)
 
         started = time.monotonic()
         try:
@@ -294,6 +311,12 @@ class Router:
         """A failure before any token: a `_Retry` when another worker may succeed."""
         code = exc.code()
         error = map_worker_error(exc, worker)
+        if _worker_state(exc) == "failed":
+            # The engine died under this request, which may be what killed it: eject the
+            # worker at once (it exits and is restarted) and do not hand the request on.
+            self._registry.ejector.eject_now(worker)
+            self._registry.notify()
+            return error
         if _is_draining(exc):
             worker.draining = True  # stop picking it now, before its next load report says so
             self._registry.notify()
@@ -309,7 +332,10 @@ class Router:
         return _Retry(error, reason)
 
     def _failed(self, worker: WorkerState, exc: grpc.aio.AioRpcError) -> None:
-        if exc.code() in _FAILURE_CODES and not _is_draining(exc):
+        if _worker_state(exc) == "failed":
+            self._registry.ejector.eject_now(worker)
+            self._registry.notify()
+        elif exc.code() in _FAILURE_CODES and not _is_draining(exc):
             self._registry.ejector.failure(worker)
             self._registry.notify()
 
@@ -319,9 +345,13 @@ class Router:
         self.scheduler.wake()
 
 
-def _is_draining(exc: grpc.aio.AioRpcError) -> bool:
+def _worker_state(exc: grpc.aio.AioRpcError) -> str:
     metadata = exc.trailing_metadata() or ()
-    return any(k == WORKER_STATE_KEY and v == "draining" for k, v in metadata)
+    return next((str(v) for k, v in metadata if k == WORKER_STATE_KEY), "")
+
+
+def _is_draining(exc: grpc.aio.AioRpcError) -> bool:
+    return _worker_state(exc) == "draining"
 
 
 def _mid_stream_error(exc: grpc.aio.AioRpcError, worker: WorkerState) -> GatewayError:
@@ -343,7 +373,13 @@ def map_worker_error(exc: grpc.aio.AioRpcError, worker: WorkerState) -> GatewayE
     if code == grpc.StatusCode.CANCELLED:
         return Cancelled("the generation was cancelled")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(f"the model cannot run this request: {exc.details()}")
+        return invalid_request(exc)
+    if _worker_state(exc) == "failed":
+        return Unavailable(
+            f"worker {worker.name} failed while running this request and is being restarted; "
+            "the request was not retried on another worker: send it again",
+            details=[retry_info(1.0)],
+        )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(
             "the workers for this model are saturated; retry after the delay in RetryInfo",

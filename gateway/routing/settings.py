@@ -2,123 +2,94 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Self
+from dataclasses import dataclass
 
 from common.settings import (
+    Invalid,
     SettingsError,
-    optional_str,
+    each,
+    host_port,
     positive,
     redis_url,
-    section,
-    str_list,
-    typed,
+    setting,
 )
 from gateway.client_tls import ClientTls
 
-_SECONDS = (
-    "connect_timeout_s",
-    "info_refresh_s",
-    "health_check_s",
-    "dns_refresh_s",
-    "redis_refresh_s",
-    "redis_timeout_s",
-    "eject_base_s",
-    "eject_max_s",
-    "queue_timeout_s",
-)
-_COUNTS = (
-    "load_report_ms",
-    "max_attempts",
-    "eject_after_failures",
-    "queue_size",
-    "affinity_prefix_chars",
-)
+
+def _at_least_one(value: float, key: str) -> None:
+    if value < 1.0:
+        raise SettingsError(f"{key}: must be at least 1.0, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingSettings:
     """How the gateway finds workers and spreads generations over them; read once at start.
 
-    Discovery (all sources are combined; a target found by several is one worker):
-    - `workers`: static `host:port` targets.
-    - `dns_names`: `name:port` entries; every A/AAAA record of `name` is a worker (a headless
-      Kubernetes Service), re-resolved every `dns_refresh_s`.
-    - `redis_url`: workers that register themselves (`llm-worker serve --register-redis`) under
-      `redis_key_prefix`, scanned every `redis_refresh_s`, each Redis call bounded by
-      `redis_timeout_s`.
-
-    Health: `connect_timeout_s` bounds every control call to a worker; `grpc.health.v1` is checked
-    every `health_check_s`; loads stream in at most every `load_report_ms`; `info_refresh_s` is how
-    often a worker's models and pool are re-read. After `eject_after_failures` consecutive failed
-    generations a worker is ejected for `eject_base_s`, doubling per repeated ejection up to
-    `eject_max_s`, and is probed before it returns.
-
-    Calls: at most `max_attempts` tries per generation (retries only before the first token); when
-    every worker is full, up to `queue_size` generations wait (highest priority first), at most
-    `queue_timeout_s` each. Affinity hashes the first `affinity_prefix_chars` characters of the
-    prompt when no affinity key is given, and keeps a worker preferred while its load stays within
-    `affinity_load_factor` times the average.
-
-    Transport: `tls` (ca_file, optional cert_file/key_file for mutual TLS, server_name) encrypts
-    every connection to a worker; without it connections are plaintext, which the residency
-    guard allows only for loopback or explicitly allowed hosts.
+    Discovery sources are combined; a target found by several is one worker. After
+    `eject_after_failures` consecutive failed generations a worker is ejected for `eject_base_s`,
+    doubling per repeated ejection up to `eject_max_s`, and is probed before it returns.
     """
 
-    workers: tuple[str, ...] = ()
-    connect_timeout_s: float = 2.0
-    info_refresh_s: float = 5.0
-    health_check_s: float = 1.0
-    load_report_ms: int = 50
-    dns_names: tuple[str, ...] = ()
-    dns_refresh_s: float = 10.0
-    redis_url: str | None = None
-    redis_key_prefix: str = "llmgw:"
-    redis_refresh_s: float = 2.0
-    redis_timeout_s: float = 0.5
-    max_attempts: int = 3
-    eject_after_failures: int = 3
-    eject_base_s: float = 2.0
-    eject_max_s: float = 60.0
-    queue_size: int = 256
-    queue_timeout_s: float = 30.0
-    affinity_prefix_chars: int = 512
-    affinity_load_factor: float = 1.25
-    tls: ClientTls | None = None
+    workers: tuple[str, ...] = setting((), doc="static host:port targets", check=each(host_port))
+    connect_timeout_s: float = setting(
+        2.0, doc="bounds every control call to a worker", check=positive
+    )
+    info_refresh_s: float = setting(
+        5.0, doc="how often a worker's models and pool are re-read", check=positive
+    )
+    health_check_s: float = setting(1.0, doc="how often grpc.health.v1 is checked", check=positive)
+    load_report_ms: int = setting(50, doc="loads stream in at most this often", check=positive)
+    dns_names: tuple[str, ...] = setting(
+        (),
+        doc="name:port entries; every A/AAAA record of name is a worker (a headless Kubernetes "
+        "Service)",
+        check=each(host_port),
+    )
+    dns_refresh_s: float = setting(10.0, doc="how often dns_names are re-resolved", check=positive)
+    redis_url: str | None = setting(
+        None,
+        doc="workers that register themselves (llm-worker serve --register-redis) are found here",
+        check=redis_url,
+    )
+    redis_key_prefix: str = setting("llmgw:", doc="prefix of the workers' registrations")
+    redis_refresh_s: float = setting(2.0, doc="how often registrations are scanned", check=positive)
+    redis_timeout_s: float = setting(0.5, doc="bounds each Redis call", check=positive)
+    max_attempts: int = setting(
+        3, doc="tries per generation (retries only before the first token)", check=positive
+    )
+    eject_after_failures: int = setting(
+        3, doc="consecutive failed generations that eject a worker", check=positive
+    )
+    eject_base_s: float = setting(2.0, doc="first ejection's length", check=positive)
+    eject_max_s: float = setting(60.0, doc="longest ejection", check=positive)
+    queue_size: int = setting(
+        256,
+        doc="generations that may wait (highest priority first) when every worker is full",
+        check=positive,
+    )
+    queue_timeout_s: float = setting(30.0, doc="the most a generation waits", check=positive)
+    affinity_prefix_chars: int = setting(
+        512,
+        doc="characters of the prompt hashed for affinity when no affinity key is given",
+        check=positive,
+    )
+    affinity_load_factor: float = setting(
+        1.25,
+        doc="a worker stays preferred while its load is within this factor of the average",
+        check=_at_least_one,
+    )
+    tls: ClientTls | None = setting(
+        None,
+        doc="TLS to every worker; without it connections are plaintext, which the residency "
+        "guard allows only for loopback or explicitly allowed hosts",
+    )
 
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object] | object, path: str = "routing") -> Self:
-        """Build from a parsed settings file section, naming the full key path in every error."""
-        d = section(data, path, [f.name for f in fields(cls)])
-        base = cls()
-        seconds = {
-            name: positive(typed(d, name, path, float, getattr(base, name)), f"{path}.{name}")
-            for name in _SECONDS
-        }
-        counts = {
-            name: positive(typed(d, name, path, int, getattr(base, name)), f"{path}.{name}")
-            for name in _COUNTS
-        }
-        factor = typed(d, "affinity_load_factor", path, float, base.affinity_load_factor)
-        if factor < 1.0:
-            raise SettingsError(f"{path}.affinity_load_factor: must be at least 1.0, got {factor}")
-        settings = cls(
-            workers=_targets(str_list(d, "workers", path), f"{path}.workers"),
-            dns_names=_targets(str_list(d, "dns_names", path), f"{path}.dns_names"),
-            redis_url=redis_url(optional_str(d, "redis_url", path), f"{path}.redis_url"),
-            redis_key_prefix=typed(d, "redis_key_prefix", path, str, base.redis_key_prefix),
-            affinity_load_factor=factor,
-            tls=ClientTls.from_mapping(d["tls"], f"{path}.tls") if d.get("tls") else None,
-            **seconds,
-            **counts,
-        )
-        if settings.eject_base_s > settings.eject_max_s:
-            raise SettingsError(
-                f"{path}.eject_base_s: must not exceed {path}.eject_max_s "
-                f"({settings.eject_base_s} > {settings.eject_max_s})"
+    def check(self) -> None:
+        if self.eject_base_s > self.eject_max_s:
+            raise Invalid(
+                "eject_base_s",
+                f"must not exceed {{path}}.eject_max_s ({self.eject_base_s} > {self.eject_max_s})",
             )
-        return settings
 
     def egress_targets(self) -> tuple[str, ...]:
         """Addresses routing sends data to, for the residency check at start.
@@ -137,9 +108,3 @@ def split_target(target: str, where: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SettingsError(f"{where}: expected host:port, got {target!r}")
     return host, int(port)
-
-
-def _targets(values: tuple[str, ...], where: str) -> tuple[str, ...]:
-    for i, value in enumerate(values):
-        split_target(value, f"{where}[{i}]")
-    return values

@@ -41,6 +41,7 @@ class WorkerState:
     health_stub: health_pb2_grpc.HealthAsyncStub
     worker_id: str = ""
     models: frozenset[str] = frozenset()
+    model_digests: dict[str, str] = field(default_factory=dict)  # model -> `sha256:...`
     pool: str = ""
     max_slots: int = 0
     info_known: bool = False

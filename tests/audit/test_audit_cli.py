@@ -14,6 +14,7 @@ from audit.cli import main
 from audit.pseudonym import Pseudonymizer, load_or_create_key
 from audit.settings import AuditSpoolSettings, AuditStoreSettings
 from audit.sqlite_ledger import SqliteLedger
+from common.settings import read
 from tests.audit.conftest import MakeRecord
 
 
@@ -120,17 +121,53 @@ def test_missing_ledger_file_is_an_error(
 
 
 def test_settings_reject_unknown_keys_and_wrong_types() -> None:
-    with pytest.raises(ValueError, match=r"audit\.store\.lisen: unknown key"):
-        AuditStoreSettings.from_mapping({"keys_dir": "k", "db_path": "x", "lisen": "a"})
+    with pytest.raises(
+        ValueError, match=r"audit\.store: unknown key\(s\) lisen; allowed: keys_dir, listen,"
+    ):
+        read(AuditStoreSettings, {"keys_dir": "k", "db_path": "x", "lisen": "a"}, "audit.store")
     with pytest.raises(ValueError, match=r"audit\.store\.listen: expected a string"):
-        AuditStoreSettings.from_mapping({"keys_dir": "k", "db_path": "x", "listen": 5})
+        read(AuditStoreSettings, {"keys_dir": "k", "db_path": "x", "listen": 5}, "audit.store")
     with pytest.raises(ValueError, match="exactly one of db_path and postgres_dsn"):
-        AuditStoreSettings.from_mapping({"keys_dir": "k"})
+        read(AuditStoreSettings, {"keys_dir": "k"}, "audit.store")
     with pytest.raises(ValueError, match=r"audit\.spool\.quota_bytes: expected a positive integer"):
-        AuditSpoolSettings.from_mapping(
-            {"spool_path": "s", "source": "g", "store_target": "h:1", "quota_bytes": "1"}
+        read(
+            AuditSpoolSettings,
+            {"spool_path": "s", "source": "g", "store_target": "h:1", "quota_bytes": "1"},
+            "audit.spool",
         )
-    ok = AuditSpoolSettings.from_mapping(
-        {"spool_path": "s", "source": "g", "store_target": "h:1", "flush_timeout_s": 2}
+    ok = read(
+        AuditSpoolSettings,
+        {"spool_path": "s", "source": "g", "store_target": "h:1", "flush_timeout_s": 2},
+        "audit.spool",
     )
     assert ok.flush_timeout_s == 2.0
+
+
+def test_check_config_names_the_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "audit.yaml"
+    config.write_text("keys_dir: keys\ndb_path: ledger.db\ncheckpoint_interval_s: 30\n")
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"{config}: OK (SQLite ledger.db ledger")
+    config.write_text("keys_dir: keys\ndb_path: ledger.db\ncheckpoint_interval: 30\n")
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: settings: unknown key(s) checkpoint_interval; allowed: keys_dir," in err
+    assert "Traceback" not in err
+
+
+def test_serve_flags_override_the_file(tmp_path: Path) -> None:
+    from audit.cli import _parser, store_settings
+
+    config = tmp_path / "audit.yaml"
+    config.write_text("keys_dir: keys\ndb_path: ledger.db\nlisten: 127.0.0.1:4317\n")
+    args = _parser().parse_args(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+    settings = store_settings(args)
+    assert (settings.listen, settings.db_path, settings.keys_dir) == (
+        "127.0.0.1:0",
+        "ledger.db",
+        "keys",
+    )
+    flags_only = _parser().parse_args(["serve", "--db", "l.db", "--keys-dir", "k"])
+    assert store_settings(flags_only) == AuditStoreSettings(keys_dir="k", db_path="l.db")

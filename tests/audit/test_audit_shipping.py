@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -18,13 +16,8 @@ from audit.spool import AuditSpool
 from audit.store import TRACE_SERVICE, AuditStoreHandle, serve_store
 from audit.verify import verify
 from tests.audit.conftest import MakeRecord
+from tests.support.polling import wait_until
 from tests.support.ports import free_port
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_store_down_then_back_delivers_everything_once(
@@ -38,7 +31,7 @@ async def test_store_down_then_back_delivers_everything_once(
     await shipper.start()
     for _ in range(40):
         await spool.append(make_record())
-    await _until(lambda: shipper.health().last_error is not None)
+    await wait_until(lambda: shipper.health().last_error is not None, within=10, every=0.02)
     assert shipper.health().delivered == 0
     assert await spool.pending_count() == 40
 
@@ -49,7 +42,7 @@ async def test_store_down_then_back_delivers_everything_once(
     try:
         for _ in range(25):  # appends while the backlog drains
             await spool.append(make_record())
-        await _until(lambda: shipper.health().delivered == 65)
+        await wait_until(lambda: shipper.health().delivered == 65, within=10, every=0.02)
         assert await spool.pending_count() == 0
         assert store.ledger.count() == 65
         assert shipper.health().last_error is None

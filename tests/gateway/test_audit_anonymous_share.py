@@ -32,6 +32,9 @@ async def test_anonymous_refusals_cannot_fill_the_spool_for_authenticated_caller
         quota_bytes=20_000,
         flush_timeout_s=0.2,
         anonymous_share=0.1,
+        # Aggregation alone would keep this flood to two records; turned off, the share is what
+        # must protect authenticated callers (defence in depth).
+        anonymous_window_s=0,
     )
     settings = gateway_settings(data_dir / "gw", auth=dev_auth_settings(data_dir), audit=audit)
     gateway = await start_test_gateway(await start_sim_worker(), settings=settings)

@@ -12,13 +12,13 @@ from llmgateway.v1 import gateway_pb2_grpc
 
 from audit.settings import AuditSpoolSettings
 from gateway.auth.devkeys import dev_auth_settings
-from tests.helpers import StartGateway, StartWorker, gateway_settings
+from tests.helpers import Mint, StartGateway, StartWorker, gateway_settings
 from tests.support.rpc_status import detail
 
 
 async def test_full_spool_fails_closed_for_required_audit(
-    data_dir: Path, start_sim_worker: StartWorker, start_test_gateway: StartGateway, mint
-) -> None:  # type: ignore[no-untyped-def]
+    data_dir: Path, start_sim_worker: StartWorker, start_test_gateway: StartGateway, mint: Mint
+) -> None:
     # The store is unreachable, so records pile up in a spool with room for a few of them.
     audit = AuditSpoolSettings(
         spool_path=str(data_dir / "spool.db"),
@@ -43,7 +43,7 @@ async def test_full_spool_fails_closed_for_required_audit(
                 served += 1
             except grpc.aio.AioRpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE
-                assert "audit spool is full" in error.details()
+                assert "audit spool is full" in (error.details() or "")
                 info = detail(error, error_details_pb2.ErrorInfo)
                 assert info is not None and info.reason == "audit.spool_full"
                 break

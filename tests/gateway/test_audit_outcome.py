@@ -11,6 +11,7 @@ from gateway.request.audit_record import outcome_of
 from gateway.request.errors import (
     DeadlineExceeded,
     InvalidArgument,
+    LimitExceeded,
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
@@ -28,10 +29,16 @@ from gateway.request.errors import (
         (GeneratorExit(), False, (Outcome.CANCELLED, "CANCELLED")),
         (PermissionDenied("no"), False, (Outcome.DENIED, "PERMISSION_DENIED")),
         (InvalidArgument("bad"), False, (Outcome.DENIED, "INVALID_ARGUMENT")),
+        # A limit's refusal is its own class: the outcome never depends on a reason string.
         (
-            ResourceExhausted("limit", details=[error_info("limits.x")]),
+            LimitExceeded("limit", details=[error_info("limits.x")]),
             False,
             (Outcome.DENIED, "RESOURCE_EXHAUSTED"),
+        ),
+        (
+            ResourceExhausted("queue full", details=[error_info("limits.looks_alike")]),
+            False,
+            (Outcome.SHED, "RESOURCE_EXHAUSTED"),
         ),
         (ResourceExhausted("queue full"), False, (Outcome.SHED, "RESOURCE_EXHAUSTED")),
         (DeadlineExceeded("late"), False, (Outcome.DEADLINE, "DEADLINE_EXCEEDED")),

@@ -9,7 +9,7 @@ import pytest
 from google.rpc import error_details_pb2
 from llmgateway.v1 import gateway_pb2 as pb
 
-from tests.helpers import StartGateway, StartWorker, wait_until
+from tests.helpers import ChannelTo, StartGateway, StartWorker, wait_until
 from tests.support.rpc_status import rich_status
 from workers.sim import SimConfig
 
@@ -73,7 +73,7 @@ async def test_chat_input_and_stop_sequence(stub) -> None:  # type: ignore[no-un
 
 
 async def test_hundred_tokens_stream_as_generated(
-    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to
+    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to: ChannelTo
 ) -> None:
     worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=10))
     gateway = await start_test_gateway(worker)
@@ -135,7 +135,7 @@ async def test_invalid_requests_are_invalid_argument(stub, overrides, field, phr
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert phrase in info.value.details()
+        assert phrase in (info.value.details() or "")
         status = rich_status(info.value)
         bad = error_details_pb2.BadRequest()
         assert status.details[0].Unpack(bad)
@@ -156,11 +156,11 @@ async def test_prompt_over_token_limit_is_invalid_argument(stub) -> None:  # typ
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Generate(unary(prompt="ward " * 40_000))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "shorten" in info.value.details()
+    assert "shorten" in (info.value.details() or "")
 
 
 async def test_deadline_exceeded_frees_the_worker_slot(
-    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to
+    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to: ChannelTo
 ) -> None:
     worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=50))
     gateway = await start_test_gateway(worker)
@@ -175,7 +175,7 @@ async def test_deadline_exceeded_frees_the_worker_slot(
 
 
 async def test_client_cancel_stops_the_worker_within_100ms(
-    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to
+    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to: ChannelTo
 ) -> None:
     worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
     gateway = await start_test_gateway(worker)
@@ -205,7 +205,7 @@ async def test_list_models(stub) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_worker_gone_is_unavailable(
-    start_test_gateway: StartGateway, start_sim_worker: StartWorker, channel_to
+    start_test_gateway: StartGateway, start_sim_worker: StartWorker, channel_to: ChannelTo
 ) -> None:
     worker = await start_sim_worker()
     gateway = await start_test_gateway(worker)
@@ -217,4 +217,4 @@ async def test_worker_gone_is_unavailable(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Generate(unary(), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "retry" in info.value.details()
+    assert "retry" in (info.value.details() or "")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import cast
 
 import grpc
 import pytest
@@ -12,7 +14,7 @@ from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
 from gateway.process.server import GatewayHandle
-from tests.helpers import StartGateway, StartWorker
+from tests.helpers import ChannelTo, StartGateway, StartWorker
 from workers.sim import SimConfig
 
 
@@ -39,7 +41,7 @@ async def test_health_serving_then_not_serving_on_shutdown(gateway: GatewayHandl
 
 
 async def test_shutdown_lets_in_flight_stream_finish(
-    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to
+    start_sim_worker: StartWorker, start_test_gateway: StartGateway, channel_to: ChannelTo
 ) -> None:
     worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=10))
     gateway = await start_test_gateway(worker)
@@ -50,11 +52,12 @@ async def test_shutdown_lets_in_flight_stream_finish(
                 model="llama-3.1-8b-instruct", prompt="x", sampling=pb.SamplingParams(max_tokens=30)
             )
         )
-        first = await call.read()
+        # grpc-stubs type read() as `object | Response`; EOF here would fail on `.text` below.
+        first = cast(pb.GenerateStreamResponse, await call.read())
         assert first.text
         stopping = asyncio.create_task(gateway.stop(grace=5))
-        rest = []
-        while (message := await call.read()) is not grpc.aio.EOF:
+        rest: list[pb.GenerateStreamResponse] = []
+        while isinstance(message := await call.read(), pb.GenerateStreamResponse):
             rest.append(message)
         await stopping
     assert rest[-1].finish_reason == pb.FINISH_REASON_LENGTH
@@ -65,7 +68,7 @@ async def test_reflection_lists_services(gateway: GatewayHandle) -> None:
     async with grpc.aio.insecure_channel(gateway.target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
-        async def requests():  # type: ignore[no-untyped-def]
+        async def requests() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
             yield reflection_pb2.ServerReflectionRequest(list_services="")
 
         services = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from audit.store import serve_store
 from gateway.auth.devkeys import dev_auth_settings
 from gateway.client_tls import ClientTls
 from gateway.process.server import GatewayHandle
-from tests.helpers import FAST_SIM, StartGateway, gateway_settings, wait_until
+from tests.helpers import FAST_SIM, Mint, StartGateway, StartWorker, gateway_settings, wait_until
 from tests.support.pki import Ca
 from workers.server import WorkerHandle, start_worker
 from workers.sim import SimEngine
@@ -27,7 +28,7 @@ REQUEST = pb.GenerateRequest(
 
 
 @pytest.fixture
-async def tls_worker(tmp_path: Path) -> tuple[WorkerHandle, Ca]:  # type: ignore[misc]
+async def tls_worker(tmp_path: Path) -> AsyncIterator[tuple[WorkerHandle, Ca]]:
     """A worker that speaks TLS and accepts only clients certified by the test CA."""
     ca = Ca()
     cert, key = ca.issue("worker.test", server=True)
@@ -49,8 +50,12 @@ async def _generate(gateway: GatewayHandle, token: str) -> pb.GenerateResponse:
 
 
 async def test_gateway_reaches_a_worker_over_mutual_tls(
-    tmp_path: Path, data_dir: Path, tls_worker, start_test_gateway: StartGateway, mint
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    data_dir: Path,
+    tls_worker: tuple[WorkerHandle, Ca],
+    start_test_gateway: StartGateway,
+    mint: Mint,
+) -> None:
     worker, ca = tls_worker
     cert, key = ca.write(tmp_path, "gateway.test")
     tls = ClientTls(ca_file=ca.write_ca(tmp_path), cert_file=cert, key_file=key)
@@ -62,8 +67,12 @@ async def test_gateway_reaches_a_worker_over_mutual_tls(
 
 
 async def test_worker_refuses_a_gateway_without_a_client_certificate(
-    tmp_path: Path, data_dir: Path, tls_worker, start_test_gateway: StartGateway, mint
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    data_dir: Path,
+    tls_worker: tuple[WorkerHandle, Ca],
+    start_test_gateway: StartGateway,
+    mint: Mint,
+) -> None:
     worker, ca = tls_worker
     tls = ClientTls(ca_file=ca.write_ca(tmp_path))  # trusts the worker, but has no certificate
     base = gateway_settings(data_dir / "gw", auth=dev_auth_settings(data_dir))
@@ -76,8 +85,12 @@ async def test_worker_refuses_a_gateway_without_a_client_certificate(
 
 
 async def test_audit_records_ship_over_tls(
-    tmp_path: Path, data_dir: Path, start_sim_worker, start_test_gateway: StartGateway, mint
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    data_dir: Path,
+    start_sim_worker: StartWorker,
+    start_test_gateway: StartGateway,
+    mint: Mint,
+) -> None:
     ca = Ca()
     cert, key = ca.write(tmp_path, "audit.test", server=True)
     store = await serve_store(

@@ -2,42 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import grpc
-import pytest
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
 from common.worker_registry import Advert, redis_client
 from gateway.auth.devkeys import dev_auth_settings
-from tests.helpers import StartGateway, StartWorker, gateway_settings, wait_until
+from tests.helpers import Mint, StartGateway, StartWorker, gateway_settings, wait_until
 from tests.support.redis_server import RedisServer
 from workers.registration import RedisRegistration
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 async def test_a_worker_registering_in_redis_gets_traffic_without_restart(
     data_dir: Path,
-    redis_url: str,
+    redis_server: RedisServer,
     start_sim_worker: StartWorker,
     start_test_gateway: StartGateway,
-    mint,  # type: ignore[no-untyped-def]
+    mint: Mint,
 ) -> None:
     base = gateway_settings(data_dir / "gw", auth=dev_auth_settings(data_dir))
     settings = replace(
-        base, routing=replace(base.routing, redis_url=redis_url, redis_refresh_s=0.1)
+        base, routing=replace(base.routing, redis_url=redis_server.url, redis_refresh_s=0.1)
     )
     gateway = await start_test_gateway(settings=settings)  # no static workers at all
     assert gateway.pipeline.router.models() == {}
@@ -50,7 +38,9 @@ async def test_a_worker_registering_in_redis_gets_traffic_without_restart(
         pool="onprem-gpu",
         max_slots=worker.engine.load().max_slots,
     )
-    registration = RedisRegistration(redis_client(redis_url, timeout_s=1.0), advert, ttl_s=2.0)
+    registration = RedisRegistration(
+        redis_client(redis_server.url, timeout_s=1.0), advert, ttl_s=2.0
+    )
     await registration.start()
     try:
         await wait_until(

@@ -101,3 +101,19 @@ def test_processes_benchmark_runs_one_and_two_processes() -> None:
     assert positive(one[1:]) and positive(two[1:]), out
     assert two[0] == 2  # both serving processes were running
     assert "2 processes / 1 process:" in out
+
+
+@pytest.mark.slow
+def test_http_benchmark_compares_both_doors() -> None:
+    out = run_bench(
+        "bench_http", "--seconds", "0.4", "--rounds", "2", "--warmup", "0.2", "--concurrency", "4"
+    )  # fmt: skip
+    labels = [
+        "gRPC Generate ",
+        "HTTP chat completion ",
+        "gRPC GenerateStream",
+        "HTTP chat completion, SSE",
+    ]
+    for label in labels:
+        assert positive(row(out, label)), out
+    assert row(out, "gRPC Generate ")[-1] == 1.0  # each ratio is against its gRPC row

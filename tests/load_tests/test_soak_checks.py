@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from load_tests import soak
+from load_tests import soak, soak_stack
 from tests.support.redis_server import RedisServer
 
 
@@ -19,14 +19,14 @@ def _soak(seconds: float, memory: list[tuple[float, int]]) -> soak.Soak:
 
 def test_memory_check_fails_on_growth_and_passes_when_flat() -> None:
     mb = 2**20
-    flat = [(t, 70 * mb) for t in range(0, 61, 2)]
-    growing = [(t, (70 + t) * mb) for t in range(0, 61, 2)]
+    flat: list[tuple[float, int]] = [(t, 70 * mb) for t in range(0, 61, 2)]
+    growing: list[tuple[float, int]] = [(t, (70 + t) * mb) for t in range(0, 61, 2)]
     assert soak._memory(_soak(60, flat)).ok
     assert not soak._memory(_soak(60, growing)).ok
 
 
 def test_lease_check_fails_on_a_held_lease_or_an_open_reservation(tmp_path: Path) -> None:
-    base = f"llmgw:{{dept:{soak.DEPARTMENT}}}"
+    base = f"llmgw:{{dept:{soak_stack.DEPARTMENT}}}"
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url, decode_responses=True)
         try:

@@ -297,12 +297,19 @@ def test_iban_blocked_for_emergency_even_though_cpr_is_redacted(health_region: P
 def test_custom_patterns(health_region: PolicySet) -> None:
     principal = who("research")
     blocked = evaluate(
-        health_region, principal, ask(LLAMA, "summarise prn-1234567", classification="internal")
+        health_region,
+        principal,
+        ask(LLAMA, "summarise prn-1234567", classification="internal", purpose="research"),
     )
     redacted = evaluate(
         health_region,
         principal,
-        ask(LLAMA, "SUBJ-0042 and SUBJ-0043 mailed pi@uni.dk", classification="internal"),
+        ask(
+            LLAMA,
+            "SUBJ-0042 and SUBJ-0043 mailed pi@uni.dk",
+            classification="internal",
+            purpose="research",
+        ),
     )
 
     assert blocked.denial is not None

@@ -1,4 +1,4 @@
-"""PolicySettings.from_mapping: accepted values and errors naming the key path."""
+"""Reading PolicySettings: accepted values and errors naming the key path."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import read
 from policy.settings import PolicySettings
 
 
 def test_valid() -> None:
-    settings = PolicySettings.from_mapping(
-        {"directory": "/etc/p", "reload_interval_s": 5}, "policy"
-    )
+    settings = read(PolicySettings, {"directory": "/etc/p", "reload_interval_s": 5}, "policy")
 
     assert settings == PolicySettings(Path("/etc/p"), 5.0)
-    assert PolicySettings.from_mapping({"directory": "p"}, "policy").reload_interval_s == 2.0
+    assert read(PolicySettings, {"directory": "p"}, "policy").reload_interval_s == 2.0
 
 
 @pytest.mark.parametrize(
@@ -35,9 +34,12 @@ def test_valid() -> None:
             {"directory": "p", "reload_interval_s": -1},
             "policy.reload_interval_s: expected a number",
         ),
-        ({"directory": "p", "watch": True}, "policy.watch: unknown key"),
+        (
+            {"directory": "p", "watch": True},
+            r"policy: unknown key\(s\) watch; allowed: directory, reload_interval_s",
+        ),
     ],
 )
 def test_invalid(data: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        PolicySettings.from_mapping(data, "policy")
+        read(PolicySettings, data, "policy")

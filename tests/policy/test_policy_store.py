@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from gateway.auth.principal import Principal
 from policy import PolicyError, PolicyRequest, PolicyStore, evaluate
+from tests.support.polling import wait_until
 
 ADMIN = Principal(subject="u1", department="administration", clearance="internal")
 REQUEST = PolicyRequest("qwen2.5-7b-instruct", ("draft a letter",), prompt_tokens=3000)
@@ -123,23 +123,18 @@ async def test_hot_reload_under_load(policy_dir: Path) -> None:
             decided += 1
             await asyncio.sleep(0)
 
-    async def wait_for(condition: Callable[[], bool]) -> None:
-        for _ in range(1000):
-            if condition():
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError("the reloader did not act within 5 s")
-
     load = asyncio.create_task(keep_deciding())
     try:
         edit(policy_dir / "administration.yaml", "max_output: 1024", "max_output: 900")
-        await wait_for(lambda: store.current().version != first.version)
+        await wait_until(
+            lambda: store.current().version != first.version, within=5, every=0.005, what="reload"
+        )
         second = store.current()
         assert second.departments["administration"].tokens.max_output == 900
 
         before = failures()
         edit(policy_dir / "administration.yaml", "max_prompt: 4096", "max_prompt: [4096]")
-        await wait_for(lambda: failures() == before + 1)
+        await wait_until(lambda: failures() == before + 1, within=5, every=0.005, what="reload")
         await asyncio.sleep(0.05)  # several more polls: still the last good version
         assert store.current() is second
         assert store.health()["status"] == "degraded"

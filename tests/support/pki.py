@@ -46,24 +46,37 @@ class Ca:
             .not_valid_after(now + datetime.timedelta(hours=1))
         )
 
-    def issue(self, common_name: str, *, server: bool = False) -> tuple[bytes, bytes]:
-        """(certificate PEM, key PEM) for `common_name`."""
+    def issue(
+        self, common_name: str, *, server: bool = False, dns_names: tuple[str, ...] = ()
+    ) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for `common_name`; a server also gets `dns_names`."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         builder = self._builder(subject, key.public_key())
         if server:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [
+                        x509.DNSName("localhost"),
+                        *(x509.DNSName(name) for name in dns_names),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
                 ),
                 critical=False,
             )
         cert = builder.sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
-    def write(self, directory: Path, common_name: str, *, server: bool = False) -> tuple[str, str]:
+    def write(
+        self,
+        directory: Path,
+        common_name: str,
+        *,
+        server: bool = False,
+        dns_names: tuple[str, ...] = (),
+    ) -> tuple[str, str]:
         """Issue a certificate and write it and its key under `directory`; their paths."""
-        cert, key = self.issue(common_name, server=server)
+        cert, key = self.issue(common_name, server=server, dns_names=dns_names)
         cert_path, key_path = directory / f"{common_name}.crt", directory / f"{common_name}.key"
         cert_path.write_bytes(cert)
         key_path.write_bytes(key)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import pytest
 
@@ -55,5 +56,5 @@ async def test_leaving_early_closes_the_source() -> None:
     stream = coalesce(source())
     async for _ in stream:
         break
-    await stream.aclose()
+    await cast(AsyncGenerator[list[int], None], stream).aclose()
     assert closed.is_set()

@@ -3,111 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
+from common.settings import read
 from common.types import ChatTurn, FinishReason
+from tests.support.clock import FakeClock
+from tests.support.polling import wait_until
+from tests.workers.trtllm_helpers import (
+    MODEL,
+    Factory,
+    collect,
+    next_chunk,
+    request,
+)
 from workers.engine import (
     Engine,
     EngineChunk,
-    EngineRequest,
-    EngineUnavailable,
     InvalidEngineRequest,
     UnsupportedModel,
 )
-from workers.trtllm import INSTALL_HINT, TrtLlmEngine, TrtLlmNotInstalled
+from workers.trtllm import TrtLlmEngine
 from workers.trtllm_load import LoadTracker
 from workers.trtllm_options import TrtLlmOptions
-
-DOUBLE_DIR = Path(__file__).parent / "trtllm_double"
-MODEL = "tiny-chat"
-
-
-def _load(name: str, path: Path, monkeypatch: pytest.MonkeyPatch, package: bool) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(DOUBLE_DIR)] if package else None
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def trtllm(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """A fresh double installed as `tensorrt_llm` (and `.llmapi`) for this test only."""
-    module = _load("tensorrt_llm", DOUBLE_DIR / "__init__.py", monkeypatch, package=True)
-    _load("tensorrt_llm.llmapi", DOUBLE_DIR / "llmapi.py", monkeypatch, package=False)
-    return module
-
-
-Factory = Callable[..., Awaitable[TrtLlmEngine]]
-
-
-@pytest.fixture
-async def make_engine(trtllm: ModuleType, tmp_path: Path) -> AsyncIterator[Factory]:
-    """Start engines over the double with fast statistics polling; all closed at teardown."""
-    model_dir = tmp_path / MODEL
-    model_dir.mkdir()
-    base = TrtLlmOptions(
-        model_path=str(model_dir),
-        max_batch_size=4,
-        kv_cache_free_gpu_memory_fraction=0.85,
-        stats_timeout_s=0.05,
-        stats_stale_after_s=0.5,
-        stats_idle_interval_s=0.01,
-    )
-    started: list[TrtLlmEngine] = []
-
-    async def make(**overrides: Any) -> TrtLlmEngine:
-        engine = TrtLlmEngine(replace(base, **overrides))
-        await engine.start()
-        started.append(engine)
-        return engine
-
-    yield make
-    for engine in started:
-        await engine.close()
-
-
-def _request(**fields: Any) -> EngineRequest:
-    values: dict[str, Any] = {"request_id": "r1", "model": MODEL, "max_tokens": 5}
-    if "messages" not in fields:
-        values["prompt"] = "hello there world"
-    values.update(fields)
-    return EngineRequest(**values)
-
-
-async def _collect(engine: TrtLlmEngine, request: EngineRequest) -> list[EngineChunk]:
-    return [chunk async for chunk in engine.generate(request)]
-
-
-async def _next(stream: AsyncGenerator[EngineChunk, None]) -> EngineChunk:
-    return await anext(stream)
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait up to 2 s for `condition` (the double's state changes between event-loop steps)."""
-    for _ in range(400):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached within 2 s")
 
 
 async def test_streams_diffs_in_order_with_counts_and_length_finish(
     make_engine: Factory, trtllm: ModuleType
 ) -> None:
     engine: Engine = await make_engine()  # mypy checks that it implements the port
-    chunks = [chunk async for chunk in engine.generate(_request(max_tokens=5))]
+    chunks = [chunk async for chunk in engine.generate(request(max_tokens=5))]
 
     assert [c.text for c in chunks] == [" w0", " w1", " w2", " w3", " w4"]
     assert [c.token_count for c in chunks] == [1, 1, 1, 1, 1]
@@ -136,7 +63,7 @@ async def test_constructs_llm_with_kv_cache_batch_and_stats_options(
 async def test_end_of_sequence_finishes_with_stop(make_engine: Factory, trtllm: ModuleType) -> None:
     trtllm.behaviour.eos_after = 3
     engine = await make_engine()
-    chunks = await _collect(engine, _request(max_tokens=10))
+    chunks = await collect(engine, request(max_tokens=10))
 
     assert chunks[-1].finish_reason is FinishReason.STOP
     assert chunks[-1].completion_tokens == 3
@@ -147,7 +74,7 @@ async def test_stop_string_is_passed_and_ends_with_stop(
     make_engine: Factory, trtllm: ModuleType
 ) -> None:
     engine = await make_engine()
-    chunks = await _collect(engine, _request(max_tokens=10, stop=(" w2", "never")))
+    chunks = await collect(engine, request(max_tokens=10, stop=(" w2", "never")))
 
     params = trtllm.instances[-1].submitted[0]["params"]
     assert params.stop == [" w2", "never"]
@@ -156,8 +83,8 @@ async def test_stop_string_is_passed_and_ends_with_stop(
 
 
 async def test_sampling_parameters_pass_through(make_engine: Factory, trtllm: ModuleType) -> None:
-    engine = await make_engine()
-    await _collect(engine, _request(max_tokens=2, temperature=0.7, top_p=0.9, top_k=40, seed=7))
+    engine = await make_engine(sampler_type="TRTLLMSampler")
+    await collect(engine, request(max_tokens=2, temperature=0.7, top_p=0.9, top_k=40, seed=7))
 
     params = trtllm.instances[-1].submitted[0]["params"]
     assert (params.max_tokens, params.temperature, params.top_p, params.top_k, params.seed) == (
@@ -175,7 +102,7 @@ async def test_unset_sampling_parameters_stay_unset_for_greedy_decoding(
     make_engine: Factory, trtllm: ModuleType
 ) -> None:
     engine = await make_engine()
-    await _collect(engine, _request(max_tokens=3))
+    await collect(engine, request(max_tokens=3))
 
     params = trtllm.instances[-1].submitted[0]["params"]
     assert params.max_tokens == 3
@@ -184,8 +111,8 @@ async def test_unset_sampling_parameters_stay_unset_for_greedy_decoding(
 
 async def test_cache_salt_is_passed(make_engine: Factory, trtllm: ModuleType) -> None:
     engine = await make_engine()
-    await _collect(engine, _request(cache_salt="dept-cardiology"))
-    await _collect(engine, _request(request_id="r2"))
+    await collect(engine, request(cache_salt="dept-cardiology"))
+    await collect(engine, request(request_id="r2"))
 
     submitted = trtllm.instances[-1].submitted
     assert [s["cache_salt"] for s in submitted] == ["dept-cardiology", None]
@@ -198,14 +125,14 @@ async def test_leaving_mid_stream_aborts_and_frees_the_slot_at_once(
     trtllm.behaviour.token_delay_s = 0.02
     engine = await make_engine(max_batch_size=1)
     llm = trtllm.instances[-1]
-    first = engine.generate(_request(request_id="a", max_tokens=100))
+    first = engine.generate(request(request_id="a", max_tokens=100))
     got: list[EngineChunk] = [await anext(first), await anext(first)]
     # A second request waits for the only slot.
-    waiting = asyncio.create_task(_collect(engine, _request(request_id="b", max_tokens=2)))
-    await _until(lambda: len(llm.submitted) == 2)
+    waiting = asyncio.create_task(collect(engine, request(request_id="b", max_tokens=2)))
+    await wait_until(lambda: len(llm.submitted) == 2, within=2, every=0.005)
 
     if leave == "cancel":
-        pending = asyncio.create_task(_next(first))
+        pending = asyncio.create_task(next_chunk(first))
         await asyncio.sleep(0)
         pending.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -229,7 +156,7 @@ async def test_abort_releases_the_slot_before_the_next_token(
     trtllm.behaviour.token_delay_s = 0.05
     engine = await make_engine(max_batch_size=1)
     llm = trtllm.instances[-1]
-    stream = engine.generate(_request(max_tokens=100))
+    stream = engine.generate(request(max_tokens=100))
     await anext(stream)
     assert llm.active_ids == {1}
 
@@ -244,7 +171,7 @@ async def test_closing_after_the_final_chunk_does_not_abort(
     make_engine: Factory, trtllm: ModuleType
 ) -> None:
     engine = await make_engine()
-    stream = engine.generate(_request(max_tokens=1))
+    stream = engine.generate(request(max_tokens=1))
     chunk = await anext(stream)
     await stream.aclose()
 
@@ -257,7 +184,7 @@ async def test_chat_messages_use_the_tokenizer_chat_template(
 ) -> None:
     engine = await make_engine()
     messages = (ChatTurn("system", "be brief"), ChatTurn("user", "hi"))
-    chunks = await _collect(engine, _request(messages=messages, max_tokens=2))
+    chunks = await collect(engine, request(messages=messages, max_tokens=2))
 
     llm = trtllm.instances[-1]
     conversation, kwargs = llm.tokenizer.calls[0]
@@ -273,14 +200,14 @@ async def test_chat_messages_use_the_tokenizer_chat_template(
     assert chunks[0].prompt_tokens == len(submitted["prompt"].split())
 
 
-async def test_chat_without_a_template_is_an_invalid_request(
+async def test_chat_without_a_template_is_an_invalidrequest(
     make_engine: Factory, trtllm: ModuleType
 ) -> None:
     trtllm.behaviour.chat_template = None
     engine = await make_engine()
 
     with pytest.raises(InvalidEngineRequest, match="no chat template"):
-        await _collect(engine, _request(messages=(ChatTurn("user", "hi"),)))
+        await collect(engine, request(messages=(ChatTurn("user", "hi"),)))
     assert trtllm.instances[-1].submitted == []
 
 
@@ -293,12 +220,12 @@ async def test_iteration_statistics_feed_the_load_report(
     assert engine.load().active == 0 and engine.load().free_slots == 2
 
     streams = [
-        asyncio.create_task(_collect(engine, _request(request_id=f"r{i}", max_tokens=40)))
+        asyncio.create_task(collect(engine, request(request_id=f"r{i}", max_tokens=40)))
         for i in range(3)
     ]
     # KV-cache use exists only in TensorRT-LLM's statistics, so a non-zero value proves they
     # reached the report (the in-flight fallback would also say active 2, queued 1).
-    await _until(lambda: engine.load().kv_cache_utilization > 0)
+    await wait_until(lambda: engine.load().kv_cache_utilization > 0, within=2, every=0.005)
     load = engine.load()
     assert (load.active, load.queued, load.free_slots, load.max_slots) == (2, 1, 0, 2)
     assert 0 < load.kv_cache_utilization <= 1
@@ -310,8 +237,8 @@ async def test_iteration_statistics_feed_the_load_report(
 
 
 def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> None:
-    now = [100.0]
-    tracker = LoadTracker(8, stale_after_s=1.0, clock=lambda: now[0])
+    clock = FakeClock(100.0)
+    tracker = LoadTracker(8, stale_after_s=1.0, clock=clock)
     for _ in range(3):
         tracker.request_started()
     tracker.observe(
@@ -325,7 +252,7 @@ def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> Non
     assert (load.active, load.queued, load.free_slots, load.max_slots) == (1, 2, 7, 8)
     assert load.kv_cache_utilization == pytest.approx(0.4)
 
-    now[0] += 5.0  # no iteration since: the statistics are stale
+    clock.advance(5.0)  # no iteration since: the statistics are stale
     load = tracker.load()
     assert (load.active, load.queued, load.free_slots) == (3, 0, 5)
 
@@ -333,56 +260,14 @@ def test_load_tracker_trusts_fresh_statistics_and_falls_back_when_stale() -> Non
     assert tracker.load().active == 3
     for _ in range(3):
         tracker.request_ended()
-    now[0] -= 5.0  # fresh again, but nothing in flight means idle
+    clock.advance(-5.0)  # fresh again, but nothing in flight means idle
     assert tracker.load().active == 0
-
-
-async def test_engine_shutting_down_is_unavailable(
-    make_engine: Factory, trtllm: ModuleType
-) -> None:
-    engine = await make_engine()
-    trtllm.instances[-1].shutdown()
-
-    with pytest.raises(EngineUnavailable, match="shutting down"):
-        await _collect(engine, _request())
-
-
-async def test_executor_failure_mid_stream_is_unavailable_and_aborts(
-    make_engine: Factory, trtllm: ModuleType
-) -> None:
-    trtllm.behaviour.fail_after = 2
-    engine = await make_engine()
-    received: list[EngineChunk] = []
-
-    with pytest.raises(EngineUnavailable, match="failed during generation"):
-        async for chunk in engine.generate(_request(max_tokens=10)):
-            received.append(chunk)
-    assert len(received) == 2
-    assert engine.load().active == 0
-
-
-async def test_close_cancels_running_requests_and_shuts_down(
-    make_engine: Factory, trtllm: ModuleType
-) -> None:
-    trtllm.behaviour.token_delay_s = 0.02
-    engine = await make_engine()
-    llm = trtllm.instances[-1]
-    stream = engine.generate(_request(max_tokens=100))
-    await anext(stream)
-
-    await engine.close()
-    rest = [chunk async for chunk in stream]
-
-    assert rest[-1].finish_reason is FinishReason.CANCELLED
-    assert llm.shutdown_calls == 1
-    with pytest.raises(EngineUnavailable, match="not started"):
-        await _collect(engine, _request(request_id="late"))
 
 
 async def test_out_of_range_sampling_parameter_is_invalid(make_engine: Factory) -> None:
     engine = await make_engine()
     with pytest.raises(InvalidEngineRequest, match="top_p"):
-        await _collect(engine, _request(top_p=1.5))
+        await collect(engine, request(top_p=1.5))
 
 
 async def test_model_name_defaults_to_the_directory_and_is_enforced(
@@ -391,28 +276,10 @@ async def test_model_name_defaults_to_the_directory_and_is_enforced(
     engine = await make_engine()
     assert engine.models == (MODEL,)
     with pytest.raises(UnsupportedModel, match="other-model"):
-        await _collect(engine, _request(model="other-model"))
+        await collect(engine, request(model="other-model"))
 
     named = await make_engine(served_model_name="llama-3-8b")
     assert named.models == ("llama-3-8b",)
-
-
-def test_missing_package_says_how_to_install(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # import now raises ImportError
-
-    with pytest.raises(TrtLlmNotInstalled) as err:
-        TrtLlmEngine.from_options(
-            str(tmp_path),
-            served_model_name=None,
-            max_batch_size=8,
-            kv_cache_free_gpu_memory_fraction=0.9,
-            tensor_parallel_size=1,
-        )
-    assert str(err.value) == INSTALL_HINT
-    assert "pip install 'llm-gateway[trtllm]'" in INSTALL_HINT
-    assert "NVIDIA GPU" in INSTALL_HINT and "CUDA" in INSTALL_HINT
 
 
 def test_model_path_must_be_a_local_directory(trtllm: ModuleType, tmp_path: Path) -> None:
@@ -435,23 +302,30 @@ async def test_the_double_llm_rejects_unknown_arguments(trtllm: ModuleType) -> N
         trtllm.LLM(model="m", max_batch=4)
 
 
-def test_options_from_mapping_name_the_full_key_path() -> None:
-    options = TrtLlmOptions.from_mapping(
+def test_options_read_from_a_mapping_name_the_full_key_path() -> None:
+    options = read(
+        TrtLlmOptions,
         {"model_path": "/models/x", "max_batch_size": 16, "kv_cache_free_gpu_memory_fraction": 0.8},
         "worker.trtllm",
     )
     assert (options.max_batch_size, options.kv_cache_free_gpu_memory_fraction) == (16, 0.8)
     assert options.model_name == "x"
 
-    with pytest.raises(ValueError, match=r"^worker\.trtllm\.max_batch: unknown key"):
-        TrtLlmOptions.from_mapping({"model_path": "/m", "max_batch": 4}, "worker.trtllm")
+    with pytest.raises(
+        ValueError, match=r"^worker\.trtllm: unknown key\(s\) max_batch; allowed: model_path,"
+    ):
+        read(TrtLlmOptions, {"model_path": "/m", "max_batch": 4}, "worker.trtllm")
     with pytest.raises(ValueError, match=r"^worker\.trtllm\.max_batch_size: expected an integer"):
-        TrtLlmOptions.from_mapping({"model_path": "/m", "max_batch_size": "4"}, "worker.trtllm")
-    with pytest.raises(ValueError, match=r"^worker\.trtllm\.model_path: required"):
-        TrtLlmOptions.from_mapping({}, "worker.trtllm")
+        read(TrtLlmOptions, {"model_path": "/m", "max_batch_size": "4"}, "worker.trtllm")
+    with pytest.raises(
+        ValueError, match=r"^worker\.trtllm\.model_path: expected a string .*required"
+    ):
+        read(TrtLlmOptions, {}, "worker.trtllm")
     with pytest.raises(
         ValueError, match=r"^worker\.trtllm\.kv_cache_free_gpu_memory_fraction: must be in"
     ):
-        TrtLlmOptions.from_mapping(
-            {"model_path": "/m", "kv_cache_free_gpu_memory_fraction": 1.5}, "worker.trtllm"
+        read(
+            TrtLlmOptions,
+            {"model_path": "/m", "kv_cache_free_gpu_memory_fraction": 1.5},
+            "worker.trtllm",
         )

@@ -15,14 +15,14 @@ from common.egress import EgressGuard, ResidencySettings
 from common.telemetry import TelemetrySettings, start_tracing
 from gateway.auth.devkeys import dev_auth_settings
 from tests.gateway.observability.otlp_collector import run_collector
-from tests.helpers import FAST_SIM, StartGateway, gateway_settings
+from tests.helpers import FAST_SIM, Mint, StartGateway, gateway_settings
 from workers.server import start_worker
 from workers.sim import SimEngine
 
 
 async def test_worker_span_continues_the_callers_trace(
-    data_dir: Path, start_test_gateway: StartGateway, mint
-) -> None:  # type: ignore[no-untyped-def]
+    data_dir: Path, start_test_gateway: StartGateway, mint: Mint
+) -> None:
     with run_collector() as collector:
         telemetry = TelemetrySettings(
             enabled=True, otlp_endpoint=f"http://127.0.0.1:{collector.port}", export_timeout_s=5.0

@@ -5,7 +5,8 @@ Public API of the sovereign LLM inference gateway.
 
 Every call to InferenceService carries `authorization: Bearer <JWT>` metadata. Errors use the
 standard gRPC status codes with google.rpc details (ErrorInfo, RetryInfo, QuotaFailure,
-BadRequest) so that a client in any language can act on them.
+BadRequest) so that a client in any language can act on them; their definitions are vendored
+beside this file in google/rpc/ (status.proto, error_details.proto).
 """
 
 from collections import abc as _abc
@@ -497,6 +498,7 @@ class ModelInfo(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     POOLS_FIELD_NUMBER: _builtins.int
     READY_WORKERS_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name to use in GenerateRequest.model."""
     ready_workers: _builtins.int
@@ -505,16 +507,23 @@ class ModelInfo(_message.Message):
     def pools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """pools are the worker pools that serve the model."""
 
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """purposes are the ids of the registered processing purposes the caller's department may
+        pursue with this model (set `purpose` to one of them); empty without a purpose register.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         pools: _abc.Iterable[_builtins.str] | None = ...,
         ready_workers: _builtins.int = ...,
+        purposes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pools", b"pools", "ready_workers", b"ready_workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pools", b"pools", "purposes", b"purposes", "ready_workers", b"ready_workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

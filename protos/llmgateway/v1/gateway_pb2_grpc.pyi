@@ -5,7 +5,8 @@ Public API of the sovereign LLM inference gateway.
 
 Every call to InferenceService carries `authorization: Bearer <JWT>` metadata. Errors use the
 standard gRPC status codes with google.rpc details (ErrorInfo, RetryInfo, QuotaFailure,
-BadRequest) so that a client in any language can act on them.
+BadRequest) so that a client in any language can act on them; their definitions are vendored
+beside this file in google/rpc/ (status.proto, error_details.proto).
 """
 
 from collections import abc as _abc

@@ -16,67 +16,51 @@ from cryptography.hazmat.primitives import serialization
 from llmgateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from gateway.auth.keys import public_key_to_jwk
-from gateway.auth.principal import CURRENT_PRINCIPAL
-from gateway.request.errors import GatewayError
+from gateway.request.call import CallContext
+from gateway.request.decoding import Undecodable
+from tests.helpers import bearer as bearer  # re-exported for the auth suites
 
 Context = grpc.aio.ServicerContext[Any, Any]
 ISSUER = "https://idp.region.example/realms/staff"
 AUDIENCE = "llm-gateway"
 
 
-class EchoPrincipalServicer(gateway_pb2_grpc.InferenceServiceServicer):
-    """Reports the verified principal back: department as the model name, subject as its pool."""
+class EchoPrincipalServicer:
+    """Reports the verified principal back: department as the model name, subject as its pool.
+
+    It runs behind the gateway's own call stack (`gateway.request.stack.build_call_stack`), so
+    authentication and the error-to-status mapping are the production ones.
+    """
+
+    async def Generate(
+        self,
+        request: gateway_pb2.GenerateRequest | Undecodable,
+        call: CallContext,
+        context: Context,
+    ) -> gateway_pb2.GenerateResponse:
+        return gateway_pb2.GenerateResponse(text=call.authenticated().department)
 
     async def ListModels(
-        self, request: gateway_pb2.ListModelsRequest, context: Context
+        self,
+        request: gateway_pb2.ListModelsRequest | Undecodable,
+        call: CallContext,
+        context: Context,
     ) -> gateway_pb2.ListModelsResponse:
-        principal = CURRENT_PRINCIPAL.get()
-        assert principal is not None
+        principal = call.authenticated()
         pools = [principal.subject, *sorted(principal.roles)]
         return gateway_pb2.ListModelsResponse(
             models=[gateway_pb2.ModelInfo(name=principal.department, pools=pools)]
         )
 
     async def GenerateStream(
-        self, request: gateway_pb2.GenerateStreamRequest, context: Context
+        self,
+        request: gateway_pb2.GenerateStreamRequest | Undecodable,
+        call: CallContext,
+        context: Context,
     ) -> AsyncIterator[gateway_pb2.GenerateStreamResponse]:
         for _ in range(3):
-            principal = CURRENT_PRINCIPAL.get()
-            assert principal is not None
+            principal = call.authenticated()
             yield gateway_pb2.GenerateStreamResponse(text=principal.department)
-
-
-class MapErrors(grpc.aio.ServerInterceptor):
-    """Stand-in for the gateway's ErrorInterceptor: GatewayError -> status (unary and streaming)."""
-
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
-            return handler
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: Any) -> Any:
-                try:
-                    return await inner(request, context)
-                except GatewayError as err:
-                    await context.abort(err.code, err.message)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
-        inner_stream = handler.unary_stream
-
-        async def stream(request: Any, context: Any) -> Any:
-            try:
-                async for item in inner_stream(request, context):
-                    yield item
-            except GatewayError as err:
-                await context.abort(err.code, err.message)
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
 
 
 @dataclass
@@ -89,9 +73,10 @@ class Signer:
 
     @property
     def public_pem(self) -> bytes:
-        return self.private_key.public_key().public_bytes(
+        pem: bytes = self.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        return pem
 
     def jwk(self) -> dict[str, Any]:
         data = public_key_to_jwk(self.private_key.public_key())
@@ -126,27 +111,22 @@ def jwks_document(*signers: Signer) -> dict[str, Any]:
     return {"keys": [s.jwk() for s in signers]}
 
 
-Stub = gateway_pb2_grpc.InferenceServiceStub
-
-
 @dataclass
 class RunningServer:
     address: str
     server: grpc.aio.Server
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
-    def stub(self, channel: grpc.aio.Channel | None = None) -> Stub:
+    def stub(
+        self, channel: grpc.aio.Channel | None = None
+    ) -> gateway_pb2_grpc.InferenceServiceAsyncStub:
         if channel is None:
             channel = grpc.aio.insecure_channel(self.address)
             self.channels.append(channel)
-        return gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        return gateway_pb2_grpc.InferenceServiceStub(channel)
 
 
 StartServer = Callable[..., Awaitable[RunningServer]]
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 class JwksServer:

@@ -1,4 +1,4 @@
-"""Fixtures for identity tests: real keys, a gRPC server with the auth interceptor, JWKS server."""
+"""Fixtures for identity tests: real keys, a gRPC server with the gateway's call stack, JWKS."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health, health_pb2_grpc
-from llmgateway.v1 import gateway_pb2_grpc
 
-from gateway.auth.interceptor import AuthInterceptor
+from common.settings import read
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.settings import AuthSettings
 from gateway.auth.verifier import JwtVerifier
+from gateway.request.stack import build_call_stack
 from tests.gateway.auth.authkit import (
     AUDIENCE,
     ISSUER,
     EchoPrincipalServicer,
     JwksServer,
-    MapErrors,
     RunningServer,
     Signer,
     StartServer,
@@ -62,14 +62,14 @@ def jwks_file_settings(
             "max_lifetime_s": 3600,
         }
         data.update(overrides)
-        return AuthSettings.from_mapping(data)
+        return read(AuthSettings, data, "auth")
 
     return make
 
 
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
-    """Start a grpc.aio server on 127.0.0.1:0 with [MapErrors, AuthInterceptor] and health."""
+    """Start a grpc.aio server on 127.0.0.1:0 with the gateway's call stack and health."""
     started: list[tuple[RunningServer, JwtVerifier]] = []
 
     async def start(
@@ -81,9 +81,9 @@ async def start_server() -> AsyncIterator[StartServer]:
     ) -> RunningServer:
         verifier = verifier or JwtVerifier.from_settings(settings)
         await verifier.start()
-        interceptors = [MapErrors(), AuthInterceptor(verifier, mtls=settings.mtls)]
-        server = grpc.aio.server(interceptors=interceptors, options=options or [])
-        gateway_pb2_grpc.add_InferenceServiceServicer_to_server(EchoPrincipalServicer(), server)  # type: ignore[no-untyped-call]
+        server = grpc.aio.server(options=options or [])
+        authenticator = Authenticator(verifier, mtls=settings.mtls)
+        server.add_generic_rpc_handlers((build_call_stack(EchoPrincipalServicer(), authenticator),))
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
         if credentials is None:
             port = server.add_insecure_port("127.0.0.1:0")

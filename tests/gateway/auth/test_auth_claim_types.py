@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llmgateway.v1 import gateway_pb2
 
+from gateway.auth.keys import VerificationKey
 from gateway.auth.settings import AuthSettings
 from tests.gateway.auth.authkit import RunningServer, Signer, StartServer, bearer
 
@@ -80,10 +81,10 @@ async def test_fractional_time_claims_are_numbers_and_accepted(
 async def test_refused_tokens_are_logged_once_per_reason_and_window(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.auth.interceptor")
+    caplog.set_level(logging.INFO, logger="gateway.auth.authenticator")
     for i in range(40):
         assert (await _code(server, f"junk{i}"))[0] == grpc.StatusCode.UNAUTHENTICATED
-    lines = [r for r in caplog.records if r.name == "gateway.auth.interceptor"]
+    lines = [r for r in caplog.records if r.name == "gateway.auth.authenticator"]
     assert len(lines) <= 1
 
 
@@ -145,8 +146,8 @@ class _NoKeys:
 
     async def close(self) -> None: ...
 
-    def candidates(self, kid: object, alg: str) -> list[object]:
+    def candidates(self, kid: str | None, algorithm: str) -> list[VerificationKey]:
         return []
 
-    def is_current(self, key: object) -> bool:
+    def is_current(self, key: VerificationKey) -> bool:
         return False

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from llmgateway.v1 import gateway_pb2
 
-from common.settings import SettingsError
+from common.settings import SettingsError, read
 from gateway.auth.cli import add_token_command
 from gateway.auth.devkeys import dev_auth_settings, dev_key_path, mint_dev_token
 from gateway.auth.settings import AuthSettings
@@ -89,7 +89,8 @@ def test_cli_rejects_a_non_positive_ttl(tmp_path: Path, capsys: pytest.CaptureFi
 def test_production_refuses_the_dev_key(tmp_path: Path) -> None:
     dev = dev_auth_settings(tmp_path)
     with pytest.raises(SettingsError, match=r"gateway\.auth\.dev_key_file: a production"):
-        AuthSettings.from_mapping(
+        read(
+            AuthSettings,
             {
                 "issuer": "https://idp.example",
                 "audience": "llm-gateway",
@@ -103,12 +104,14 @@ def test_production_refuses_the_dev_key(tmp_path: Path) -> None:
 
 def test_production_refuses_the_dev_issuer(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"auth\.issuer"):
-        AuthSettings.from_mapping(
+        read(
+            AuthSettings,
             {
                 "issuer": "llm-gateway-dev",
                 "audience": "llm-gateway",
                 "algorithms": ["EdDSA"],
                 "pem_files": ["/etc/idp.pem"],
                 "production": True,
-            }
+            },
+            "auth",
         )

@@ -13,6 +13,7 @@ import pytest
 from jwt.algorithms import RSAAlgorithm
 from llmgateway.v1 import gateway_pb2
 
+from common.settings import read
 from gateway.auth.jwks import JwksUrlKeys
 from gateway.auth.settings import AuthSettings, JwksUrlSettings
 from tests.gateway.auth.authkit import (
@@ -25,16 +26,19 @@ from tests.gateway.auth.authkit import (
     bearer,
     jwks_document,
 )
+from tests.support.polling import wait_until
 
 
 def _settings(url: str, **jwks: Any) -> AuthSettings:
-    return AuthSettings.from_mapping(
+    return read(
+        AuthSettings,
         {
             "issuer": ISSUER,
             "audience": AUDIENCE,
             "algorithms": ["RS256", "ES256"],
             "jwks": {"url": url, **jwks},
-        }
+        },
+        "auth",
     )
 
 
@@ -46,13 +50,6 @@ async def _call(server: RunningServer, token: str) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as err:
         return err.code()
     return grpc.StatusCode.OK
-
-
-async def _eventually(condition: Any) -> None:
-    async with asyncio.timeout(5):
-        # Polls a gRPC call: there is no event to wait on from outside the gateway.
-        while not await condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_keys_survive_an_outage_for_the_stale_window_then_stop(
@@ -82,7 +79,8 @@ async def test_keys_survive_an_outage_for_the_stale_window_then_stop(
     async def recovered() -> bool:
         return await _call(server, cached_token) == grpc.StatusCode.OK
 
-    await _eventually(recovered)
+    # Polls a gRPC call: there is no event to wait on from outside the gateway.
+    await wait_until(recovered, within=5, every=0.02)
 
 
 async def test_random_kids_cause_at_most_one_fetch_per_cooldown(
@@ -142,14 +140,14 @@ async def test_rotation_accepts_new_keys_and_drops_removed_ones(
     async def new_accepted() -> bool:
         return await _call(server, new_token) == grpc.StatusCode.OK
 
-    await _eventually(new_accepted)
+    await wait_until(new_accepted, within=5, every=0.02)
     removed_at = time.monotonic()
     assert await _call(server, old_token) == grpc.StatusCode.OK  # still inside the stale window
 
     async def old_refused() -> bool:
         return await _call(server, old_token) == grpc.StatusCode.UNAUTHENTICATED
 
-    await _eventually(old_refused)
+    await wait_until(old_refused, within=5, every=0.02)
     assert time.monotonic() - removed_at >= 0.2
     assert await _call(server, new_token) == grpc.StatusCode.OK
 

@@ -45,7 +45,7 @@ async def _call(
         root_certificates=ca.pem, private_key=key, certificate_chain=cert
     )
     async with grpc.aio.secure_channel(address, credentials) as channel:
-        stub = gateway_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
         response: gateway_pb2.ListModelsResponse = await stub.ListModels(
             gateway_pb2.ListModelsRequest(), metadata=bearer(token), timeout=10
         )

@@ -1,4 +1,4 @@
-"""AuthSettings.from_mapping: every mistake is refused at load and names its full key path."""
+"""Reading AuthSettings: every mistake is refused at load and names its full key path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from common.settings import SettingsError
+from common.settings import SettingsError, read
 from gateway.auth.keys import KeyLoadError, load_static_keys
 from gateway.auth.settings import AuthSettings
 from gateway.auth.verifier import JwtVerifier, TokenRejected
@@ -70,39 +70,40 @@ def test_invalid_settings_are_refused_with_the_key_path(
     overrides: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(SettingsError, match=message):
-        AuthSettings.from_mapping({**BASE, **overrides}, "gw.auth")
+        read(AuthSettings, {**BASE, **overrides}, "gw.auth")
 
 
 def test_egress_urls_name_the_jwks_url() -> None:
     url = "https://idp.region.example/realms/staff/protocol/openid-connect/certs"
-    settings = AuthSettings.from_mapping({**BASE, "jwks": {"url": url}})
+    settings = read(AuthSettings, {**BASE, "jwks": {"url": url}}, "auth")
     assert settings.egress_urls() == (url,)
-    assert AuthSettings.from_mapping(BASE).egress_urls() == ()
+    assert read(AuthSettings, BASE, "auth").egress_urls() == ()
 
 
 def test_plain_http_needs_an_explicit_opt_in() -> None:
     jwks = {"url": "http://idp.internal/jwks", "allow_plain_http": True}
-    assert AuthSettings.from_mapping({**BASE, "jwks": jwks}).jwks is not None
+    assert read(AuthSettings, {**BASE, "jwks": jwks}, "auth").jwks is not None
 
 
 def test_pem_file_with_a_private_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "key.pem"
     path.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(KeyLoadError, match="holds a private key"):
-        load_static_keys(AuthSettings.from_mapping({**BASE, "pem_files": [str(path)]}))
+        load_static_keys(read(AuthSettings, {**BASE, "pem_files": [str(path)]}, "auth"))
 
 
 def test_key_of_the_wrong_family_is_refused(tmp_path: Path, ec_signer: Signer) -> None:
     path = tmp_path / "ec.pem"
     path.write_bytes(ec_signer.public_pem)
     with pytest.raises(KeyLoadError, match="no key usable with the pinned algorithms"):
-        load_static_keys(AuthSettings.from_mapping({**BASE, "pem_files": [str(path)]}))
+        load_static_keys(read(AuthSettings, {**BASE, "pem_files": [str(path)]}, "auth"))
 
 
 def test_custom_claim_names_map_to_the_principal(tmp_path: Path, rsa_signer: Signer) -> None:
     path = tmp_path / "idp.pem"
     path.write_bytes(rsa_signer.public_pem)
-    settings = AuthSettings.from_mapping(
+    settings = read(
+        AuthSettings,
         {
             **BASE,
             "pem_files": [str(path)],
@@ -112,20 +113,18 @@ def test_custom_claim_names_map_to_the_principal(tmp_path: Path, rsa_signer: Sig
                 "clearance": "level",
                 "purpose": "legal_basis",
             },
-        }
+        },
+        "auth",
     )
     verifier = JwtVerifier(settings, load_static_keys(settings))
-    token = rsa_signer.token(
-        department=None,
-        roles=None,
-        **{
-            "https://region.example/dept": "cardiology",
-            "realm_access": {"roles": ["nurse"]},
-            "level": 2,
-            "legal_basis": "GDPR 9(2)(h)",
-            "jti": "t-1",
-        },
-    )
+    claims: dict[str, Any] = {
+        "https://region.example/dept": "cardiology",
+        "realm_access": {"roles": ["nurse"]},
+        "level": 2,
+        "legal_basis": "GDPR 9(2)(h)",
+        "jti": "t-1",
+    }
+    token = rsa_signer.token(department=None, roles=None, **claims)
     principal = verifier.verify(token)
     assert (principal.department, principal.roles, principal.clearance, principal.purpose) == (
         "cardiology",
@@ -135,9 +134,6 @@ def test_custom_claim_names_map_to_the_principal(tmp_path: Path, rsa_signer: Sig
     )
     assert principal.token_id == "t-1" and principal.issuer == ISSUER
     assert principal.expires_at > time.time()
+    dept_claim: dict[str, Any] = {"https://region.example/dept": "x"}
     with pytest.raises(TokenRejected, match=r"'realm_access\.roles' must be a list"):
-        verifier.verify(
-            rsa_signer.token(
-                realm_access={"roles": 5}, department=None, **{"https://region.example/dept": "x"}
-            )
-        )
+        verifier.verify(rsa_signer.token(realm_access={"roles": 5}, department=None, **dept_claim))

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmgateway.v1 import gateway_pb2
 from prometheus_client import REGISTRY
 
+from common.settings import read
 from gateway.auth.settings import AuthSettings
 from tests.gateway.auth.authkit import ISSUER, RunningServer, Signer, StartServer, bearer
 
@@ -105,13 +106,15 @@ async def test_hs256_with_the_public_key_is_refused_when_hs256_alone_is_pinned(
     # Even a gateway that pins HS256 must not treat the published public key as its secret.
     secret = tmp_path / "hmac.secret"
     secret.write_bytes(b"s" * 64)
-    settings = AuthSettings.from_mapping(
+    settings = read(
+        AuthSettings,
         {
             "issuer": ISSUER,
             "audience": "llm-gateway",
             "algorithms": ["HS256"],
             "hmac_secret_file": str(secret),
-        }
+        },
+        "auth",
     )
     server = await start_server(settings)
     forged = _hs256_token(rsa_signer.public_pem, {"alg": "HS256"}, rsa_signer.claims())
@@ -305,13 +308,15 @@ async def test_pinned_pem_key_verifies_tokens_with_any_kid(
 ) -> None:
     pem = tmp_path / "idp.pem"
     pem.write_bytes(rsa_signer.public_pem)
-    settings = AuthSettings.from_mapping(
+    settings = read(
+        AuthSettings,
         {
             "issuer": ISSUER,
             "audience": "llm-gateway",
             "algorithms": ["RS256"],
             "pem_files": [str(pem)],
-        }
+        },
+        "auth",
     )
     server = await start_server(settings)
     assert (await _list(server, bearer(rsa_signer.token()))).models[0].name == "oncology"

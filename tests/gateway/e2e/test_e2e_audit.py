@@ -42,6 +42,7 @@ from tests.helpers import (
     TEST_POLICY,
     StartGateway,
     StartWorker,
+    bearer,
     gateway_settings,
     wait_until,
 )
@@ -172,10 +173,6 @@ def streamed(prompt: str = "Summarise the ward round", **fields: Any) -> pb.Gene
     return pb.GenerateStreamRequest.FromString(generate(prompt, **fields).SerializeToString())
 
 
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
-
-
 async def expect_status(call: Any, code: grpc.StatusCode) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
@@ -186,10 +183,11 @@ async def drained(gateway: GatewayHandle, store: Store, count: int) -> list[dict
     """The ledger once it holds `count` records and the gateway's spool is empty."""
     spool = gateway.pipeline.audit.spool
     await wait_until(lambda: len(store.rows()) >= count, within=10)
-    for _ in range(500):
-        if await spool.pending_count() == 0:
-            break
-        await asyncio.sleep(0.01)
+
+    async def spool_empty() -> bool:
+        return await spool.pending_count() == 0
+
+    await wait_until(spool_empty, within=5, every=0.01, what="empty spool")
     assert await spool.pending_count() == 0
     return store.rows()
 
@@ -326,7 +324,7 @@ async def test_every_outcome_has_exactly_one_record_and_the_ledger_verifies(
 async def test_a_refusal_inside_the_exchange_is_spooled_once(
     audited_gateway: GatewayHandle, store: Store, mint: Mint, channel_to: ChannelTo
 ) -> None:
-    # The exchange writes the record of a refused request; the error interceptor must not
+    # The exchange writes the record of a refused request; nothing outside it may
     # append it a second time (the ledger would dedupe it, but it costs a second fsync and a
     # second shipment, and the spool's count of appends no longer matches the requests).
     gateway = audited_gateway

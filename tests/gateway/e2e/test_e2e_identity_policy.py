@@ -33,7 +33,14 @@ from gateway.auth.devkeys import dev_auth_settings, dev_key_path
 from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
 from gateway.process.server import GatewayHandle
 from policy.settings import PolicySettings
-from tests.helpers import EXAMPLE_POLICY, StartGateway, StartWorker, gateway_settings, wait_until
+from tests.helpers import (
+    EXAMPLE_POLICY,
+    StartGateway,
+    StartWorker,
+    bearer,
+    gateway_settings,
+    wait_until,
+)
 from tests.support.rpc_status import detail, rich_status
 from workers.server import WorkerHandle
 from workers.sim import SimConfig
@@ -49,10 +56,6 @@ CPR_COMPACT = "0707614285"
 CPR_DIGITS = ("070761", "4285")
 NOTE = f"Patient {CPR} arrived with chest pain; summarise the triage note"
 Mint = Callable[..., str]
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 def unary(**fields: object) -> pb.GenerateRequest:
@@ -77,10 +80,10 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     return info
 
 
-# Fields that are hex digests, ids or times: a CPR fragment such as "4285" can turn up in them by
-# chance, so only whole numbers and the date part are looked for there.
+# Fields that are hex digests, ids, times or timings: a CPR fragment such as "4285" can turn up in
+# them by chance, so only whole numbers and the date part are looked for there.
 _OPAQUE = {"record_id", "time_ns", "subject_pseudonym", "trace_id", "span_id", "policy_version",
-           "prompt_hmac", "answer_hmac"}  # fmt: skip
+           "prompt_hmac", "answer_hmac", "timings", "model_digest"}  # fmt: skip
 
 
 def assert_no_content(record: AuditRecord, *texts: str) -> None:
@@ -127,14 +130,8 @@ async def health_of(channel: grpc.aio.Channel, service: str) -> int:
     return status
 
 
-async def eventually_health(
-    channel: grpc.aio.Channel, service: str, expected: int, within: float
-) -> None:
-    deadline = time.monotonic() + within
-    while (status := await health_of(channel, service)) != expected:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{service} health is {status}, expected {expected}")
-        await asyncio.sleep(0.05)
+async def health_is(channel: grpc.aio.Channel, service: str, expected: int) -> bool:
+    return await health_of(channel, service) == expected
 
 
 @pytest.fixture
@@ -506,8 +503,13 @@ async def test_policy_hot_reload_under_load_keeps_last_good_and_reports_health(
         assert health["policy.version"] == second_version
         assert "emergency.yaml" in health["policy.last_error"]
         assert "colour" in health["policy.last_error"]
-        await eventually_health(
-            channel, "llmgateway.policy", health_pb2.HealthCheckResponse.NOT_SERVING, within=3
+        await wait_until(
+            lambda: health_is(
+                channel, "llmgateway.policy", health_pb2.HealthCheckResponse.NOT_SERVING
+            ),
+            within=3,
+            every=0.05,
+            what="llmgateway.policy NOT_SERVING",
         )
         assert await health_of(channel, "") == health_pb2.HealthCheckResponse.SERVING
         mark = len(completions)
@@ -518,8 +520,11 @@ async def test_policy_hot_reload_under_load_keeps_last_good_and_reports_health(
         _replace_file(emergency, _with_cap(original, 16))
         await settled_at(16)
         assert gateway.component_health()["policy.status"] == "ok"
-        await eventually_health(
-            channel, "llmgateway.policy", health_pb2.HealthCheckResponse.SERVING, within=3
+        await wait_until(
+            lambda: health_is(channel, "llmgateway.policy", health_pb2.HealthCheckResponse.SERVING),
+            within=3,
+            every=0.05,
+            what="llmgateway.policy SERVING",
         )
         stop.set()
         await asyncio.gather(*clients)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +30,7 @@ from gateway.limits.settings import LimitsSettings
 from gateway.process.server import GatewayHandle
 from gateway.settings import GatewaySettings
 from policy.settings import PolicySettings
-from tests.helpers import StartGateway, StartWorker, wait_until
+from tests.helpers import Metadata, StartGateway, StartWorker, bearer, wait_until
 from tests.support.redis_server import BUSY_SCRIPT, RedisServer
 from tests.support.rpc_status import rich_status
 from workers.server import WorkerHandle
@@ -49,14 +49,8 @@ PROMPT_TOKENS = count_tokens(PROMPT)
 # Generous Redis bounds for the tests where Redis is healthy: two loaded cores must not turn a
 # slow decision into a limiter outage and so into a refusal the test did not ask for.
 HEALTHY_REDIS = {"decision_timeout_s": 1.0, "socket_timeout_s": 1.0, "connect_timeout_s": 1.0}
-Auth = tuple[tuple[str, str], ...]
+Auth = Metadata
 StreamCall = grpc.aio.UnaryStreamCall[pb.GenerateStreamRequest, pb.GenerateStreamResponse]
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -111,10 +105,6 @@ async def start_replicas(
     yield start
     for channel in channels:
         await channel.close()
-
-
-def bearer(token: str) -> Auth:
-    return (("authorization", f"Bearer {token}"),)
 
 
 def unary(max_tokens: int = 4, client_request_id: str = "") -> pb.GenerateRequest:
@@ -184,15 +174,6 @@ def assert_limit_refusal(err: grpc.aio.AioRpcError, department: str, allowed: se
     message = err.details() or ""
     assert found.violation in message and "retry in" in message
     return found.violation
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> None:
-    """Await `check` every 20 ms until it is true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within:.1f} s")
-        await asyncio.sleep(0.02)
 
 
 async def test_three_replicas_admit_exactly_the_requests_per_minute(
@@ -310,7 +291,7 @@ async def test_concurrent_streams_are_limited_across_replicas(
     async def released() -> bool:
         return int(await redis_client.zcard(streams_key)) == 2
 
-    await eventually(released, within=2)
+    await wait_until(released, within=2, every=0.02)
     held[1] = await open_stream(replicas.stub(1), auth, 5)
     assert await drain(held[1]) == 5
     for call in (held[0], held[2]):
@@ -320,7 +301,7 @@ async def test_concurrent_streams_are_limited_across_replicas(
     async def none_left() -> bool:
         return int(await redis_client.zcard(streams_key)) == 0
 
-    await eventually(none_left, within=2)
+    await wait_until(none_left, within=2, every=0.02)
 
 
 @dataclass
@@ -399,7 +380,7 @@ async def test_tokens_charged_equal_tokens_generated(
     async def all_recorded() -> bool:
         return len(await records()) == len(sent)
 
-    await eventually(all_recorded, within=5)
+    await wait_until(all_recorded, within=5, every=0.02)
     by_client = {r.client_request_id: r for r in await records()}
     for s in sent:
         record = by_client[s.client_id]
@@ -519,7 +500,7 @@ async def test_redis_outage_fails_closed_or_open_then_recovers(
     async def limits_health_is(status: int) -> bool:
         return await health_of(replicas, "llmgateway.limits") == [status, status]
 
-    await eventually(lambda: limits_health_is(not_serving), within=3)
+    await wait_until(lambda: limits_health_is(not_serving), within=3, every=0.02)
     # Degraded, not down: the gateway itself keeps serving.
     assert await health_of(replicas, "") == [serving, serving]
 
@@ -529,12 +510,12 @@ async def test_redis_outage_fails_closed_or_open_then_recovers(
         results = [await attempt(replicas.stub(i), closed) for i in range(2)]
         return results == [None, None]
 
-    await eventually(recovered, within=3)
+    await wait_until(recovered, within=3, every=0.02)
     assert [await attempt(replicas.stub(i), opened) for i in range(2)] == [None, None]
     # The decisions are made in Redis again, not in the replicas' local fallback.
     assert await redis_client.exists("llmgw:{dept:failclosed}:d:rpm") == 1
     assert await redis_client.exists("llmgw:{dept:failopen}:d:rpm") == 1
-    await eventually(lambda: limits_health_is(serving), within=3)
+    await wait_until(lambda: limits_health_is(serving), within=3, every=0.02)
 
 
 async def test_deadline_during_admission_leaves_no_lease(
@@ -565,7 +546,7 @@ async def test_deadline_during_admission_leaves_no_lease(
         return len(await reservations()) == 2
 
     # The script sent before the deadline runs once Redis is free again: it is admitted.
-    await eventually(admission_ran, within=2)
+    await wait_until(admission_ran, within=2, every=0.02)
 
     async def nothing_held() -> bool:
         leases = sum([await redis_client.zcard(f"{tag}:{s}:streams") for s in ("d", "u:nurse")])
@@ -573,5 +554,5 @@ async def test_deadline_during_admission_leaves_no_lease(
         return leases == 0 and held == ["0", "0"]
 
     # Nobody will stream under that admission: its lease must go and its reservation be settled.
-    await eventually(nothing_held, within=2)
+    await wait_until(nothing_held, within=2, every=0.02)
     assert await budget_used(redis_client, f"{tag}:d:day") - before <= PROMPT_TOKENS

@@ -1,38 +1,19 @@
-"""Fixtures for the limiter suites: a real redis-server, a controllable clock, both limiters."""
+"""Fixtures for the limiter suites: a controllable clock, both limiters on a real redis-server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from common.settings import read
 from gateway.limits import LimitsSettings, MemoryLimiter, RateLimiter, RedisLimiter
+from tests.support.clock import START as START  # re-exported for the limiter suites
+from tests.support.clock import FakeClock as FakeClock
 from tests.support.redis_server import RedisServer
 
-# 2025-06-15T12:00:00Z: mid-day, mid-month, so budget windows do not roll unless a test says so.
-START = 1_749_988_800.0
 LEASE_TTL_S = 10.0
 RESERVATION_TTL_S = 60.0
-
-
-class FakeClock:
-    """Wall-clock seconds that move only when the test says so."""
-
-    def __init__(self, start: float = START) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One real redis-server per test module, flushed by the fixtures that use it."""
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -50,7 +31,7 @@ def redis_settings(server: RedisServer, **overrides: object) -> LimitsSettings:
         "reservation_ttl_s": RESERVATION_TTL_S,
     }
     values.update(overrides)
-    return LimitsSettings.from_mapping(values)
+    return read(LimitsSettings, values, "limits")
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -67,7 +48,6 @@ async def limiter(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIter
         )
     else:
         redis_server: RedisServer = request.getfixturevalue("redis_server")
-        redis_server.command("FLUSHALL")
         built = RedisLimiter.from_settings(redis_settings(redis_server), clock=clock)
     yield built
     await built.close()
@@ -77,8 +57,7 @@ async def limiter(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIter
 async def redis_limiters(
     redis_server: RedisServer,
 ) -> AsyncIterator[Callable[..., RedisLimiter]]:
-    """Make Redis limiters on the module's server (each its own client, as replicas have)."""
-    redis_server.command("FLUSHALL")
+    """Make Redis limiters on the test's server (each its own client, as replicas have)."""
     made: list[RedisLimiter] = []
 
     def make(**overrides: object) -> RedisLimiter:

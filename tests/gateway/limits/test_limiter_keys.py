@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from gateway.limits import Admission, Completion, RedisLimiter
 from gateway.limits.checks import budget_window, plan, reservation_key
 from policy.limits import DepartmentLimits, Limit, LimitSet
 from tests.gateway.limits.conftest import redis_settings
+from tests.support.polling import wait_until_sync
 from tests.support.redis_server import RedisServer
 
 FULL = LimitSet(
@@ -30,10 +30,12 @@ def cluster_node() -> Iterator[RedisServer]:
     """A one-node Redis Cluster owning every slot: it still refuses cross-slot scripts."""
     with RedisServer(extra_args=("--cluster-enabled", "yes")) as server:
         server.command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
-        deadline = time.monotonic() + 10
-        while b"cluster_state:ok" not in server.command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline, "single-node cluster did not become ok"
-            time.sleep(0.05)
+        wait_until_sync(
+            lambda: b"cluster_state:ok" in server.command("CLUSTER", "INFO"),
+            within=10,
+            every=0.05,
+            what="single-node cluster state ok",
+        )
         yield server
 
 

@@ -6,7 +6,6 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -21,12 +20,6 @@ pytestmark = pytest.mark.integration
 BOUND_S = 0.05
 # Scheduling slack on a loaded 2-core CI machine; still far below redis-py's default stall.
 SLACK_S = 0.15
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as started:
-        yield started
 
 
 def limits(mode: FailureMode, rpm: int = 1000) -> DepartmentLimits:
@@ -57,12 +50,12 @@ def make(server: RedisServer, **overrides: object) -> RedisLimiter:
     return RedisLimiter.from_settings(redis_settings(server, **(values | overrides)))
 
 
-async def test_fail_closed_refuses_within_bound_then_recovers(server: RedisServer) -> None:
-    limiter = make(server)
+async def test_fail_closed_refuses_within_bound_then_recovers(redis_server: RedisServer) -> None:
+    limiter = make(redis_server)
     dept = limits(FailureMode.CLOSED)
     before, _ = await timed_admit(limiter, dept)
     assert before.allowed and before.lease is not None and before.lease.backend is Backend.REDIS
-    server.stop()
+    redis_server.stop()
     during = await asyncio.gather(*(timed_admit(limiter, dept) for _ in range(50)))
     for _ in range(5):  # keep the load going across several retry intervals
         await asyncio.sleep(0.1)
@@ -77,7 +70,7 @@ async def test_fail_closed_refuses_within_bound_then_recovers(server: RedisServe
     assert await limiter.complete(before.lease, 5) is Completion.FAILED
     assert time.perf_counter() - started < BOUND_S + SLACK_S
 
-    server.start()
+    redis_server.start()
     await asyncio.sleep(0.25)  # past the retry interval: the next decision probes Redis
     after, _ = await timed_admit(limiter, dept)
     assert after.allowed and not after.degraded
@@ -87,8 +80,8 @@ async def test_fail_closed_refuses_within_bound_then_recovers(server: RedisServe
     await limiter.close()
 
 
-async def test_fail_open_uses_local_per_replica_limits(server: RedisServer) -> None:
-    limiter = make(server, fallback_replicas=2)
+async def test_fail_open_uses_local_per_replica_limits(redis_server: RedisServer) -> None:
+    limiter = make(redis_server, fallback_replicas=2)
     dept = limits(FailureMode.OPEN, rpm=10)
     local_before = (
         REGISTRY.get_sample_value(
@@ -96,7 +89,7 @@ async def test_fail_open_uses_local_per_replica_limits(server: RedisServer) -> N
         )
         or 0.0
     )
-    server.stop()
+    redis_server.stop()
     during = await asyncio.gather(*(timed_admit(limiter, dept) for _ in range(20)))
     assert max(elapsed for _, elapsed in during) < BOUND_S + SLACK_S
     allowed = [d for d, _ in during if d.allowed]
@@ -112,7 +105,7 @@ async def test_fail_open_uses_local_per_replica_limits(server: RedisServer) -> N
     assert lease is not None
     assert await limiter.complete(lease, 3) is Completion.RECONCILED
 
-    server.start()
+    redis_server.start()
     await asyncio.sleep(0.25)
     after, _ = await timed_admit(limiter, dept)
     assert after.allowed and not after.degraded
@@ -120,13 +113,15 @@ async def test_fail_open_uses_local_per_replica_limits(server: RedisServer) -> N
     await limiter.close()
 
 
-async def test_hung_redis_times_out_within_bound_and_leaks_nothing(server: RedisServer) -> None:
-    limiter = make(server)
+async def test_hung_redis_times_out_within_bound_and_leaks_nothing(
+    redis_server: RedisServer,
+) -> None:
+    limiter = make(redis_server)
     dept = DepartmentLimits(
         "hung", LimitSet(concurrent_streams=Limit(3, 0)), failure_mode=FailureMode.CLOSED
     )
     assert (await timed_admit(limiter, dept))[0].allowed  # connected, then the server hangs
-    with socket.create_connection(("127.0.0.1", server.port)) as blocker:
+    with socket.create_connection(("127.0.0.1", redis_server.port)) as blocker:
         blocker.sendall(resp("EVAL", BUSY_SCRIPT, "0", "400000"))
         await asyncio.sleep(0.05)
         during = await asyncio.gather(*(timed_admit(limiter, dept) for _ in range(5)))
@@ -141,11 +136,11 @@ async def test_hung_redis_times_out_within_bound_and_leaks_nothing(server: Redis
     await limiter.close()
 
 
-async def test_script_cache_flush_is_recovered(server: RedisServer) -> None:
-    limiter = make(server, decision_timeout_s=2.0, socket_timeout_s=2.0)
+async def test_script_cache_flush_is_recovered(redis_server: RedisServer) -> None:
+    limiter = make(redis_server, decision_timeout_s=2.0, socket_timeout_s=2.0)
     dept = limits(FailureMode.CLOSED)
     first, _ = await timed_admit(limiter, dept)
-    server.command("SCRIPT", "FLUSH")
+    redis_server.command("SCRIPT", "FLUSH")
     second, _ = await timed_admit(limiter, dept)
     assert first.allowed and second.allowed and not second.degraded
     assert second.lease is not None
@@ -153,32 +148,34 @@ async def test_script_cache_flush_is_recovered(server: RedisServer) -> None:
     await limiter.close()
 
 
-async def test_background_releases_do_not_delay_recovery(server: RedisServer) -> None:
+async def test_background_releases_do_not_delay_recovery(redis_server: RedisServer) -> None:
     # A failed admission schedules background releases (the script may have run); their own
     # failures while Redis is down must not push back the next probe once Redis is back.
-    limiter = make(server, retry_interval_s=1.0)
+    limiter = make(redis_server, retry_interval_s=1.0)
     dept = limits(FailureMode.OPEN, rpm=10)
-    server.stop()
+    redis_server.stop()
     failed, _ = await timed_admit(limiter, dept)
     assert failed.degraded
     await asyncio.sleep(2.5)  # background releases failed at ~1 s and ~2 s
-    server.start()
+    redis_server.start()
     after, _ = await timed_admit(limiter, dept)
     assert after.allowed and not after.degraded
     assert after.lease is not None and after.lease.backend is Backend.REDIS
     await limiter.close()
 
 
-async def test_completion_that_fails_is_retried_and_frees_the_lease(server: RedisServer) -> None:
+async def test_completion_that_fails_is_retried_and_frees_the_lease(
+    redis_server: RedisServer,
+) -> None:
     # Found by the soak: a completion during a Redis stall failed and was never retried, so the
     # lease stayed held until its TTL and the unused tokens stayed charged.
-    limiter = make(server, retry_interval_s=0.2)
+    limiter = make(redis_server, retry_interval_s=0.2)
     dept = DepartmentLimits(
         "stall", LimitSet(concurrent_streams=Limit(1, 0)), failure_mode=FailureMode.CLOSED
     )
     admitted, _ = await timed_admit(limiter, dept)
     assert admitted.allowed and admitted.lease is not None
-    with socket.create_connection(("127.0.0.1", server.port)) as blocker:
+    with socket.create_connection(("127.0.0.1", redis_server.port)) as blocker:
         blocker.sendall(resp("EVAL", BUSY_SCRIPT, "0", "300000"))
         await asyncio.sleep(0.05)
         assert await limiter.complete(admitted.lease, 5) is Completion.FAILED

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from common.settings import SettingsError
+from common.settings import SettingsError, read
 from gateway.limits import LimitsSettings, MemoryLimiter, RedisLimiter, build_limiter
 
 
 def test_defaults_and_egress() -> None:
-    settings = LimitsSettings.from_mapping({})
+    settings = read(LimitsSettings, {}, "limits")
     assert settings.redis_url is None and settings.egress_urls() == ()
     assert settings.decision_timeout_s == 0.05
     url = "rediss://limits.example.internal:6380/0"
-    assert LimitsSettings.from_mapping({"redis_url": url}).egress_urls() == (url,)
+    assert read(LimitsSettings, {"redis_url": url}, "limits").egress_urls() == (url,)
 
 
 @pytest.mark.parametrize(
@@ -32,12 +32,12 @@ def test_defaults_and_egress() -> None:
 )
 def test_rejects_with_the_full_key_path(data: dict[str, object], message: str) -> None:
     with pytest.raises(SettingsError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
-        LimitsSettings.from_mapping(data, "limits")
+        read(LimitsSettings, data, "limits")
 
 
 def test_password_is_never_echoed() -> None:
     with pytest.raises(SettingsError) as err:
-        LimitsSettings.from_mapping({"redis_url": "http://user:s3cret@host"}, "gw.limits")
+        read(LimitsSettings, {"redis_url": "http://user:s3cret@host"}, "gw.limits")
     assert "s3cret" not in str(err.value) and str(err.value).startswith("gw.limits.redis_url")
 
 

@@ -6,7 +6,7 @@ import asyncio
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +20,13 @@ pytestmark = pytest.mark.integration
 ECHO = Script.of("return {KEYS[1], ARGV[1]}")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as started:
-        yield started
-
-
 def client_for(url: str, socket_timeout_s: float = 2.0) -> ScriptClient:
     return ScriptClient.from_url(url, connect_timeout_s=2.0, socket_timeout_s=socket_timeout_s)
 
 
 @pytest.fixture
-async def client(server: RedisServer) -> AsyncIterator[ScriptClient]:
-    made = client_for(server.url)
+async def client(redis_server: RedisServer) -> AsyncIterator[ScriptClient]:
+    made = client_for(redis_server.url)
     yield made
     await made.aclose()
 
@@ -67,10 +61,10 @@ async def test_concurrent_calls_each_get_their_own_reply(client: ScriptClient) -
 
 
 async def test_script_is_loaded_again_after_redis_forgets_it(
-    client: ScriptClient, server: RedisServer
+    client: ScriptClient, redis_server: RedisServer
 ) -> None:
     assert await client.run(ECHO, ["a"], ["1"]) == ["a", "1"]
-    server.command("SCRIPT", "FLUSH")
+    redis_server.command("SCRIPT", "FLUSH")
     assert await client.run(ECHO, ["b"], ["2"]) == ["b", "2"]
     assert await client.command("SCRIPT", "EXISTS", ECHO.sha) == [1]
 
@@ -95,8 +89,8 @@ async def test_cancelled_call_does_not_shift_later_replies(client: ScriptClient)
     assert await client.run(ECHO, ["d"], ["4"]) == ["d", "4"]
 
 
-async def test_selects_the_database_of_the_url(server: RedisServer) -> None:
-    db3, db0 = client_for(f"redis://127.0.0.1:{server.port}/3"), client_for(server.url)
+async def test_selects_the_database_of_the_url(redis_server: RedisServer) -> None:
+    db3, db0 = client_for(f"redis://127.0.0.1:{redis_server.port}/3"), client_for(redis_server.url)
     try:
         await db3.command("SET", "where", "three")
         assert await db3.command("GET", "where") == "three"
@@ -171,9 +165,9 @@ async def test_silent_redis_fails_waiting_calls_after_socket_timeout() -> None:
         await client.aclose()
 
 
-def test_runs_on_uvloop_the_gateways_event_loop(server: RedisServer) -> None:
+def test_runs_on_uvloop_the_gateways_event_loop(redis_server: RedisServer) -> None:
     async def scenario() -> list[object]:
-        client = client_for(server.url)
+        client = client_for(redis_server.url)
         try:
             return list(await asyncio.gather(*(client.run(ECHO, ["o"], [i]) for i in range(50))))
         finally:

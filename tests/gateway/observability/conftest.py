@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from otlp_collector import Collector, Decoy, run_collector, run_decoy
+
+from tests.gateway.observability.otlp_collector import Collector, Decoy, run_collector, run_decoy
 
 
 @pytest.fixture

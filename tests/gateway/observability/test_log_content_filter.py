@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from common.settings import read
 from gateway.process.logging_setup import LoggingSettings, configure_logging
 
 MARKER = "MARKER-5f1c patient text"
@@ -89,7 +91,27 @@ def test_text_format(configure: Configure) -> None:
     stream = configure(LoggingSettings(format="text"))
     logging.getLogger("gateway.y").error("plain %s", "line", extra={"text": MARKER})
     output = stream.getvalue()
-    assert "ERROR gateway.y: plain line" in output and MARKER not in output
+    assert f"ERROR [MainProcess {os.getpid()}] gateway.y: plain line" in output
+    assert MARKER not in output
+
+
+def test_one_line_per_event_after_basic_config(configure: Configure) -> None:
+    """`logging.basicConfig` (as the CLI calls) plus the configured handler: still one line."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    basic = logging.StreamHandler(io.StringIO())
+    root.addHandler(basic)  # what basicConfig installs
+    try:
+        stream = configure(LoggingSettings())
+        logging.getLogger("gateway.z").warning("once")
+        assert basic not in root.handlers
+        assert [h for h in before if h not in root.handlers] == []  # others left alone
+        (entry,) = lines(stream)
+        assert entry["message"] == "once"
+        assert entry["process"] == "MainProcess" and entry["pid"] == os.getpid()
+    finally:
+        if basic in root.handlers:
+            root.removeHandler(basic)
 
 
 @pytest.mark.parametrize(
@@ -103,10 +125,10 @@ def test_text_format(configure: Configure) -> None:
 )
 def test_settings_errors_name_the_key(data: dict[str, object], error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        LoggingSettings.from_mapping(data)
+        read(LoggingSettings, data, "logging")
 
 
 def test_settings_parse() -> None:
-    assert LoggingSettings.from_mapping({"level": "debug", "format": "text"}) == LoggingSettings(
-        "DEBUG", "text", False
-    )
+    assert read(
+        LoggingSettings, {"level": "debug", "format": "text"}, "logging"
+    ) == LoggingSettings("DEBUG", "text", False)

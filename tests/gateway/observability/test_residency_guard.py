@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from common.egress import EgressGuard, ResidencySettings, ResidencyViolation, Resolver
+from common.settings import read
 
 
 def fake_dns(table: Mapping[str, Sequence[str]]) -> Resolver:
@@ -43,7 +44,7 @@ def guard(**settings: object) -> EgressGuard:
         "allowed_host_suffixes": ["region.example", ".svc.cluster.local"],
     }
     data.update(settings)
-    return EgressGuard(ResidencySettings.from_mapping(data), resolver=DNS)
+    return EgressGuard(read(ResidencySettings, data, "residency"), resolver=DNS)
 
 
 def refused(g: EgressGuard, target: str, *, what: str = "worker", tls: bool = True) -> str:
@@ -109,7 +110,7 @@ def test_loopback_is_allowed_and_may_be_plaintext_with_the_real_resolver() -> No
 
 
 def test_literal_ip_inside_the_allowed_networks_is_accepted_with_the_real_resolver() -> None:
-    g = EgressGuard(ResidencySettings.from_mapping({"allowed_networks": ["192.0.2.0/24"]}))
+    g = EgressGuard(read(ResidencySettings, {"allowed_networks": ["192.0.2.0/24"]}, "residency"))
     g.check("192.0.2.10:50051", what="worker", tls=True)
     g.check("ipv4:192.0.2.10:50051,192.0.2.11:50051", what="worker", tls=True)
     message = refused(g, "ipv4:192.0.2.10:50051,198.51.100.1:50051")
@@ -215,14 +216,16 @@ async def test_async_check_does_not_block_the_event_loop() -> None:
 )
 def test_settings_errors_name_the_key(data: dict[str, object], error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        ResidencySettings.from_mapping(data)
+        read(ResidencySettings, data, "residency")
 
 
 def test_settings_parse_and_default_to_loopback_only() -> None:
-    assert ResidencySettings.from_mapping({}) == ResidencySettings()
-    assert ResidencySettings.from_mapping(None) == ResidencySettings()
-    parsed = ResidencySettings.from_mapping(
-        {"allowed_host_suffixes": [".Region.Example"], "allow_plaintext": ["*.local"]}
+    assert read(ResidencySettings, {}, "residency") == ResidencySettings()
+    assert read(ResidencySettings, None, "residency") == ResidencySettings()
+    parsed = read(
+        ResidencySettings,
+        {"allowed_host_suffixes": [".Region.Example"], "allow_plaintext": ["*.local"]},
+        "residency",
     )
     assert parsed.allowed_host_suffixes == ("region.example",)
     assert parsed.allow_plaintext == ("*.local",)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from common.egress import EgressGuard, ResidencySettings
+from common.settings import read
 from common.worker_registry import Advert, advert_key, index_key, redis_client
 from gateway.request.errors import Unavailable
 from gateway.routing.dns_discovery import DnsDiscovery
@@ -22,23 +23,19 @@ from workers.server import start_worker
 from workers.sim import SimEngine
 
 
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 async def test_worker_registering_in_redis_gets_traffic_without_restart(
-    redis: RedisServer, start_sim_worker: StartWorker, start_router: StartRouter
+    redis_server: RedisServer, start_sim_worker: StartWorker, start_router: StartRouter
 ) -> None:
-    settings = RoutingSettings(redis_url=redis.url, redis_refresh_s=0.05, health_check_s=0.05)
+    settings = RoutingSettings(
+        redis_url=redis_server.url, redis_refresh_s=0.05, health_check_s=0.05
+    )
     router = await start_router(registry=build_registry(settings))
     with pytest.raises(Unavailable):
         await run(router, call())
 
     worker = await start_sim_worker()
     advert = Advert(worker.target, "sim-0", (MODEL,), "onprem-gpu", 16)
-    registration = RedisRegistration(redis_client(redis.url, 1.0), advert, ttl_s=1.0)
+    registration = RedisRegistration(redis_client(redis_server.url, 1.0), advert, ttl_s=1.0)
     await registration.start()
     await wait_until(lambda: MODEL in router.models(), within=2.0)
     text, outcome = await run(router, call())
@@ -46,35 +43,35 @@ async def test_worker_registering_in_redis_gets_traffic_without_restart(
 
     await registration.stop()  # a graceful stop removes the advert: the worker leaves at once
     await wait_until(lambda: not router.registry.workers, within=2.0)
-    assert redis.command("SCARD", index_key("llmgw:")) == b":0\r\n"
+    assert redis_server.command("SCARD", index_key("llmgw:")) == b":0\r\n"
 
 
 async def test_expired_heartbeat_drops_the_worker_and_cleans_the_index(
-    redis: RedisServer, start_sim_worker: StartWorker, start_router: StartRouter
+    redis_server: RedisServer, start_sim_worker: StartWorker, start_router: StartRouter
 ) -> None:
     worker = await start_sim_worker()
     # A worker that registered once and then died: its key expires, the index entry stays.
     advert = Advert(worker.target, "sim-0", (MODEL,), "onprem-gpu", 16).to_json()
-    redis.command("SET", advert_key("llmgw:", worker.target), advert, "PX", "400")
-    redis.command("SADD", index_key("llmgw:"), worker.target)
-    settings = RoutingSettings(redis_url=redis.url, redis_refresh_s=0.05)
+    redis_server.command("SET", advert_key("llmgw:", worker.target), advert, "PX", "400")
+    redis_server.command("SADD", index_key("llmgw:"), worker.target)
+    settings = RoutingSettings(redis_url=redis_server.url, redis_refresh_s=0.05)
     router = await start_router(registry=build_registry(settings))
     assert [w.target for w in router.registry.workers] == [worker.target]
     await wait_until(lambda: not router.registry.workers, within=2.0)
-    await wait_until(lambda: redis.command("SCARD", index_key("llmgw:")) == b":0\r\n", 1.0)
+    await wait_until(lambda: redis_server.command("SCARD", index_key("llmgw:")) == b":0\r\n", 1.0)
 
 
-async def test_heartbeat_keeps_the_advert_alive_with_a_ttl(redis: RedisServer) -> None:
+async def test_heartbeat_keeps_the_advert_alive_with_a_ttl(redis_server: RedisServer) -> None:
     advert = Advert("10.1.2.3:50061", "w1", (MODEL,), "onprem-gpu", 8)
-    registration = RedisRegistration(redis_client(redis.url, 1.0), advert, ttl_s=0.3)
+    registration = RedisRegistration(redis_client(redis_server.url, 1.0), advert, ttl_s=0.3)
     await registration.start()
     await wait_until(lambda: registration.beats >= 3, within=1.0)  # beats every ttl/3
-    stored = redis.command("GET", advert_key("llmgw:", "10.1.2.3:50061")).split(b"\r\n")[1]
+    stored = redis_server.command("GET", advert_key("llmgw:", "10.1.2.3:50061")).split(b"\r\n")[1]
     assert Advert.from_json(stored.decode()) == advert
-    ttl = int(redis.command("PTTL", advert_key("llmgw:", "10.1.2.3:50061"))[1:].strip())
+    ttl = int(redis_server.command("PTTL", advert_key("llmgw:", "10.1.2.3:50061"))[1:].strip())
     assert 0 < ttl <= 300
     await registration.stop()
-    assert redis.command("EXISTS", advert_key("llmgw:", "10.1.2.3:50061")) == b":0\r\n"
+    assert redis_server.command("EXISTS", advert_key("llmgw:", "10.1.2.3:50061")) == b":0\r\n"
     assert json.loads(advert.to_json())["models"] == [MODEL]
 
 
@@ -115,7 +112,7 @@ async def test_residency_guard_refuses_a_discovered_worker(
     start_sim_worker: StartWorker, start_router: StartRouter
 ) -> None:
     local = await start_sim_worker()
-    guard = EgressGuard(ResidencySettings.from_mapping({"allowed_networks": ["10.0.0.0/8"]}))
+    guard = EgressGuard(read(ResidencySettings, {"allowed_networks": ["10.0.0.0/8"]}, "residency"))
     sources = [StaticDiscovery([local.target, "192.0.2.10:50061"])]
     router = await start_router(registry=WorkerRegistry(FAST_ROUTING, sources, guard=guard))
     assert [w.target for w in router.registry.workers] == [local.target]

@@ -253,7 +253,7 @@ async def test_the_index_follows_models_and_pools_a_worker_reports(
     assert router.serves(MODEL) and router.pick(MODEL, ("onprem-gpu",)) is not None
     assert not router.serves("mistral-7b-instruct")
 
-    worker.engine.models = ("mistral-7b-instruct",)  # type: ignore[misc]
+    worker.engine.models = ("mistral-7b-instruct",)
     await wait_until(lambda: router.serves("mistral-7b-instruct"), within=2.0)
     assert not router.serves(MODEL)
     with pytest.raises(Unavailable):

@@ -51,7 +51,7 @@ async def test_emergency_overtakes_queued_administrative_requests(
     tasks = []
     for i in range(3):
         tasks.append(asyncio.create_task(queued(f"admin-{i}", call(priority=10, department="adm"))))
-        await wait_until(lambda n=i + 1: len(router.scheduler) == n, 1.0)  # type: ignore[misc]
+        await wait_until(lambda n=i + 1: len(router.scheduler) == n, 1.0)
     tasks.append(asyncio.create_task(queued("emergency", call(priority=100, department="ed"))))
     await wait_until(lambda: len(router.scheduler) == 4, 1.0)
     outcomes = await asyncio.gather(*tasks)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from common.settings import SettingsError
+from common.settings import SettingsError, read
 from gateway.routing.settings import RoutingSettings
 
 
 def test_defaults_and_a_full_mapping() -> None:
-    assert RoutingSettings.from_mapping(None) == RoutingSettings()
-    settings = RoutingSettings.from_mapping(
+    assert read(RoutingSettings, None, "routing") == RoutingSettings()
+    settings = read(
+        RoutingSettings,
         {
             "workers": ["10.0.0.5:50061"],
             "dns_names": ["llm-workers.gpu.svc:50061"],
@@ -18,7 +19,8 @@ def test_defaults_and_a_full_mapping() -> None:
             "max_attempts": 2,
             "queue_size": 10,
             "eject_base_s": 1,
-        }
+        },
+        "routing",
     )
     assert settings.max_attempts == 2 and settings.eject_base_s == 1.0
     assert settings.egress_targets() == (
@@ -43,5 +45,5 @@ def test_defaults_and_a_full_mapping() -> None:
 )
 def test_errors_name_the_full_key_path(data: dict[str, object], message: str) -> None:
     with pytest.raises(SettingsError) as error:
-        RoutingSettings.from_mapping(data, "gw.routing")
+        read(RoutingSettings, data, "gw.routing")
     assert message in str(error.value)

@@ -1,39 +1,75 @@
 """A test double of `tensorrt_llm` 1.2: exactly the LLM API surface `workers.trtllm` uses.
 
 Loaded by the tests under the name `tensorrt_llm` (never installed, never importable by the
-product). Token model: the prompt is tokenized as one token per whitespace-separated word plus a
-BOS token when `add_special_tokens`; output token i has id 1000 + i and text " w{i}". One output
-token per step, `behaviour.token_delay_s` apart; at most `max_batch_size` requests generate at
-once, the rest wait in a queue. Everything the engine passes is recorded for assertions.
+product). Token model: the prompt is one token per whitespace-separated word plus a BOS token when
+`add_special_tokens`; output token id 1000 + n has the text " w{n}" (greedy decoding yields n = 0,
+1, 2, ...). One output token per step, `behaviour.token_delay_s` apart; at most `max_batch_size`
+requests generate at once, the rest wait. Each behaviour follows the upstream function named in
+its comment (NVIDIA/TensorRT-LLM, v1.2.0). Everything the engine passes is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tensorrt_llm.executor.utils import RequestError
+
 __version__ = "1.2.0"
 
-_LLM_ARGS = {"kv_cache_config", "max_batch_size", "enable_iter_perf_stats"}
+_TORCH_ARGS = {
+    "kv_cache_config",
+    "max_batch_size",
+    "max_num_tokens",
+    "max_seq_len",
+    "enable_iter_perf_stats",
+    "sampler_type",
+}
+# TrtLlmArgs (llm_args.py) has neither enable_iter_perf_stats nor sampler_type (PyTorch only).
+_TRT_ARGS = {"kv_cache_config", "max_batch_size", "max_num_tokens", "max_seq_len"}
 TOKENS_PER_BLOCK = 4
 MAX_BLOCKS = 64
+# BaseLlmArgs.max_num_tokens defaults to 8192 (llm_args.py).
+DEFAULT_MAX_NUM_TOKENS = 8192
 
 
 @dataclass
 class Behaviour:
-    """Knobs the tests turn; module-level so that the engine's own `LLM(...)` call picks them up."""
+    """Knobs the tests turn; module-level so that the engine's own `LLM(...)` call picks them up.
+
+    `fail_after` makes the executor fail fatally at that step with `fail_with()` (any type, as
+    `GenerationExecutor._handle_background_error` re-raises whatever the worker raised);
+    `model_max_seq_len` is the checkpoint's context length, used when `max_seq_len` is not passed.
+    """
 
     token_delay_s: float = 0.005
     eos_after: int | None = None
     chat_template: str | None = "default"
     fail_after: int | None = None
+    fail_with: Callable[[], BaseException] = lambda: KeyError("cuda stream 7")
+    model_max_seq_len: int = 2048
 
 
 behaviour = Behaviour()
 instances: list[LLM] = []
+
+
+def _detokenize(token_ids: list[int]) -> str:
+    return "".join(f" w{token - 1000}" for token in token_ids)
+
+
+def _stop_word_ids(stop: str) -> list[int] | None:
+    """The ids of `stop` in the output vocabulary; None when it has a word outside it."""
+    ids = []
+    for word in stop.split():
+        if not (word.startswith("w") and word[1:].isdigit()):
+            return None
+        ids.append(1000 + int(word[1:]))
+    return ids or None
 
 
 @dataclass(kw_only=True)
@@ -43,6 +79,7 @@ class SamplingParams:
     end_id: int | None = None
     max_tokens: int = 32
     stop: str | list[str] | None = None
+    include_stop_str_in_output: bool = False
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
@@ -54,6 +91,11 @@ class SamplingParams:
             raise ValueError(f"require 0 <= top_p <= 1, got top_p={self.top_p}")
         if self.temperature is not None and self.temperature < 0:
             raise ValueError(f"require temperature >= 0, got temperature={self.temperature}")
+
+    def stop_words(self) -> list[tuple[str, list[int]]]:
+        """`SamplingParams._get_stop_reasons_and_words`: each stop string with its token ids."""
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return [(s, ids) for s in stops if (ids := _stop_word_ids(s)) is not None]
 
 
 @dataclass(kw_only=True)
@@ -85,22 +127,25 @@ class CompletionOutput:
         return self.token_ids[self._last_token_ids_len :]
 
 
+Step = tuple[int | None, str | None] | BaseException
+
+
 class RequestOutput:
     """`tensorrt_llm.llmapi.RequestOutput`: updated in place by each `__anext__` step."""
 
     def __init__(
-        self, llm: LLM, request_id: int, prompt: str, prompt_token_ids: list[int], stops: list[str]
+        self, llm: LLM, request_id: int, prompt: str, ids: list[int], params: SamplingParams
     ) -> None:
         self._llm = llm
-        self._stops = stops
+        self._params = params
         self.request_id = request_id
         self.prompt = prompt
-        self.prompt_token_ids = prompt_token_ids
+        self.prompt_token_ids = ids
         self.outputs = [CompletionOutput(0)]
         self._done = False
         self._aborted = False
-        # Steps: (token id or None, finish reason or None); None token means "no new token".
-        self._steps: asyncio.Queue[tuple[int | None, str | None] | BaseException] = asyncio.Queue()
+        self.fetched = False  # seen by an executor iteration (left the incoming queue)
+        self._steps: asyncio.Queue[Step] = asyncio.Queue()
 
     @property
     def finished(self) -> bool:
@@ -129,13 +174,16 @@ class RequestOutput:
         out._last_token_ids_len = len(out.token_ids)
         if token is not None:
             out.token_ids.append(token)
-            out.text += f" w{token - 1000}"
-        if reason == "stop":
-            # Like DetokenizedGenerationResultBase: the stop string is cut from the text.
-            for stop in self._stops:
-                if stop in out.text:
-                    out.text = out.text[: out.text.find(stop)]
+        if reason == "stop" and not self._params.include_stop_str_in_output:
+            # GenerationResultBase._handle_sequence (executor/result.py): a stop word's tokens
+            # are cut from token_ids; the text is detokenized from what remains, so text and
+            # token diffs of this last step can be empty although the step added a token.
+            for stop, ids in self._params.stop_words():
+                if out.token_ids[-len(ids) :] == ids:
                     out.stop_reason = stop
+                    out.token_ids = out.token_ids[: -len(ids)]
+                    break
+        out.text = _detokenize(out.token_ids)
         if reason is not None:
             out.finish_reason = reason
             self._done = True
@@ -200,8 +248,19 @@ async def _empty() -> AsyncIterator[dict[str, Any]]:
     yield  # pragma: no cover
 
 
+@dataclass
+class Args:
+    """`BaseLLM.args` (the resolved `TorchLlmArgs` / `TrtLlmArgs`): what the engine reads."""
+
+    max_seq_len: int
+    max_num_tokens: int
+
+
 class LLM:
-    """`tensorrt_llm.LLM`: in-flight batching over `max_batch_size` slots, streaming, abort."""
+    """`tensorrt_llm.LLM` (PyTorch backend): in-flight batching, streaming, abort, stats."""
+
+    backend = "pytorch"
+    _known_args = _TORCH_ARGS
 
     def __init__(
         self,
@@ -215,12 +274,26 @@ class LLM:
         **kwargs: Any,
     ) -> None:
         for key in kwargs:
-            if key not in _LLM_ARGS:
+            if key not in self._known_args:
                 raise ValueError(f"LLM got invalid argument: {key}")
         self.model = model
+        self.trust_remote_code = trust_remote_code
         self.tensor_parallel_size = tensor_parallel_size
         self.kwargs = kwargs
         self.max_batch_size: int = kwargs.get("max_batch_size") or 2048
+        self.args = Args(
+            max_seq_len=kwargs.get("max_seq_len") or behaviour.model_max_seq_len,
+            max_num_tokens=kwargs.get("max_num_tokens") or DEFAULT_MAX_NUM_TOKENS,
+        )
+        self.sampler_type = kwargs.get("sampler_type", "auto")
+        # TorchLlmArgs.enable_iter_perf_stats defaults to False; the TensorRT executor always
+        # keeps iteration statistics (iter_stats_max_iterations).
+        self._stats_enabled = self.backend == "tensorrt" or bool(
+            kwargs.get("enable_iter_perf_stats")
+        )
+        # TorchSampler.get_generator (_torch/pyexecutor/sampler.py): one generator, seeded once
+        # with a fixed seed, shared by every request; SamplingParams.seed never reaches it.
+        self._torch_generator = random.Random(0)
         self._tokenizer = None if skip_tokenizer_init else Tokenizer()
         self._shutdown = False
         self._next_id = 0
@@ -229,7 +302,7 @@ class LLM:
         self.stats_timeouts: list[float] = []
         self.shutdown_calls = 0
         self._active: dict[int, RequestOutput] = {}
-        self._queued: list[RequestOutput] = []
+        self._waiting: list[RequestOutput] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._slot_free = asyncio.Condition()
         self._stats: IterationResult | None = None
@@ -240,6 +313,14 @@ class LLM:
     @property
     def tokenizer(self) -> Tokenizer | None:
         return self._tokenizer
+
+    def _check_arguments(self, prompt_len: int, params: SamplingParams) -> None:
+        """`BaseLLM._check_arguments` (llmapi/llm.py), PyTorch backend without chunked prefill."""
+        if prompt_len > self.args.max_num_tokens:
+            raise ValueError(
+                f"The sum of prompt length ({prompt_len}), query length (0) should not exceed "
+                f"max_num_tokens ({self.args.max_num_tokens})"
+            )
 
     def generate_async(
         self,
@@ -258,61 +339,95 @@ class LLM:
             raise RuntimeError("LLM is shutting down")
         params = sampling_params or SamplingParams()
         words = inputs.split()
-        prompt_ids = ([1] if params.add_special_tokens else []) + [
-            10 + i for i in range(len(words))
-        ]
+        bos = [1] if params.add_special_tokens else []
+        prompt_ids = bos + [10 + i for i in range(len(words))]
+        self._check_arguments(len(prompt_ids), params)
         self.submitted.append(
             {"prompt": inputs, "params": params, "streaming": streaming, "cache_salt": cache_salt}
         )
         self._next_id += 1
-        stops = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
-        output = RequestOutput(self, self._next_id, inputs, prompt_ids, stops)
-        self._queued.append(output)
+        output = RequestOutput(self, self._next_id, inputs, prompt_ids, params)
+        self._waiting.append(output)
         if self._stats is None:
             self._stats = IterationResult()
         self._stats.mark_undone()
         self._tasks[output.request_id] = self._loop.create_task(self._run(output, params))
         return output
 
+    def _deduce_max_tokens(self, output: RequestOutput, params: SamplingParams) -> int:
+        """`BaseWorker._enqueue_request._deduce_max_tokens` (executor/base_worker.py)."""
+        default_max_tokens = self.args.max_seq_len - len(output.prompt_token_ids)
+        if default_max_tokens <= 0:
+            raise ValueError(
+                f"`default_max_tokens` ({default_max_tokens}) must be greater than 0, "
+                f"`default_max_tokens` ({default_max_tokens}) = max_seq_len "
+                f"({self.args.max_seq_len}) - `splited_prompt_len` "
+                f"({len(output.prompt_token_ids)}) - `query_token_len` (0)"
+            )
+        # "User-specified `max_tokens` is greater than deduced `default_max_tokens`, using
+        # default_max_tokens instead": lowered with a log warning, never reported.
+        return min(params.max_tokens, default_max_tokens)
+
+    def _rng(self, params: SamplingParams) -> random.Random | None:
+        """None for greedy decoding; else the generator this backend's sampler uses."""
+        if not params.temperature:
+            return None
+        if self.sampler_type == "TRTLLMSampler":
+            return random.Random(params.seed or 0)  # the C++ sampler seeds per request
+        return self._torch_generator
+
     async def _run(self, output: RequestOutput, params: SamplingParams) -> None:
+        try:
+            max_tokens = self._deduce_max_tokens(output, params)
+        except Exception as err:  # _enqueue_request: any failure becomes a RequestError
+            self._finish(output, RequestError(str(err)))
+            return
         async with self._slot_free:
             await self._slot_free.wait_for(
-                lambda: len(self._active) < self.max_batch_size and self._queued[0] is output
+                lambda: len(self._active) < self.max_batch_size and self._waiting[0] is output
             )
-            self._queued.remove(output)
+            self._waiting.remove(output)
             self._active[output.request_id] = output
             self._slot_free.notify_all()
-        text = ""
-        stops = output._stops
-        for i in range(params.max_tokens):
+        rng = self._rng(params)
+        generated: list[int] = []
+        stops = params.stop_words()
+        for i in range(max_tokens):
             await asyncio.sleep(behaviour.token_delay_s)
             if behaviour.fail_after is not None and i >= behaviour.fail_after:
-                self._finish(output, RuntimeError("executor failed: CUDA error"))
+                self._fatal(output, behaviour.fail_with())
                 return
-            text += f" w{i}"
-            if any(stop in text for stop in stops):
-                self._finish(output, (1000 + i, "stop"))
+            token = 1000 + (rng.randrange(50) if rng is not None else i)
+            generated.append(token)
+            # Stop words are matched on token ids by the executor, not on text.
+            if any(generated[-len(ids) :] == ids for _, ids in stops):
+                self._finish(output, (token, "stop"))
                 return
             if behaviour.eos_after is not None and i + 1 >= behaviour.eos_after:
-                self._finish(output, (1000 + i, "stop"))
+                self._finish(output, (token, "stop"))
                 return
-            last = i + 1 == params.max_tokens
             self._push_stats()
-            if last:
-                self._finish(output, (1000 + i, "length"))
+            if i + 1 == max_tokens:
+                self._finish(output, (token, "length"))
                 return
-            output._steps.put_nowait((1000 + i, None))
+            output._steps.put_nowait((token, None))
 
-    def _finish(
-        self, output: RequestOutput, step: tuple[int | None, str | None] | BaseException
-    ) -> None:
+    def _fatal(self, output: RequestOutput, error: BaseException) -> None:
+        """`GenerationExecutor._handle_background_error` (executor/executor.py): a fatal error
+        shuts the executor down and is re-raised, whatever its type, to the caller that
+        meets it; every other request then hears nothing more."""
+        self._release(output)
+        output._steps.put_nowait(error)
+        self.shutdown()
+
+    def _finish(self, output: RequestOutput, step: Step) -> None:
         self._release(output)
         output._steps.put_nowait(step)
 
     def _release(self, output: RequestOutput) -> None:
         self._active.pop(output.request_id, None)
-        if output in self._queued:
-            self._queued.remove(output)
+        if output in self._waiting:
+            self._waiting.remove(output)
         self._tasks.pop(output.request_id, None)
         self._push_stats()
 
@@ -326,20 +441,30 @@ class LLM:
         task = self._tasks.get(output.request_id)
         if task is None:
             return
+        was_active = output.request_id in self._active
         task.cancel()
         self._release(output)
-        output._steps.put_nowait((None, "cancelled"))
+        # PyExecutor._handle_canceled_requests (_torch/pyexecutor/py_executor.py) answers only
+        # requests that were already active; one still queued is dropped without a response.
+        if was_active and not self._shutdown:
+            output._steps.put_nowait((None, "cancelled"))
 
     def _push_stats(self) -> None:
-        if self._stats is None or not self.kwargs.get("enable_iter_perf_stats"):
+        """`PyExecutor._update_iter_stats`: numQueuedRequests is the incoming request queue
+        (`executor_request_queue.get_request_queue_size()`), which each iteration empties into
+        the waiting list; requests waiting there for a batch slot are in neither count."""
+        if self._stats is None or not self._stats_enabled:
             return
+        incoming = [o for o in self._waiting if not o.fetched]
+        for o in incoming:
+            o.fetched = True
         used = sum(
             -(-(len(o.prompt_token_ids) + len(o.outputs[0].token_ids)) // TOKENS_PER_BLOCK)
             for o in self._active.values()
         )
         record = {
             "numActiveRequests": len(self._active),
-            "numQueuedRequests": len(self._queued),
+            "numQueuedRequests": len(incoming),
             "maxNumActiveRequests": self.max_batch_size,
             "kvCacheStats": {
                 "maxNumBlocks": MAX_BLOCKS,
@@ -362,11 +487,45 @@ class LLM:
         """Requests holding a batch slot now."""
         return set(self._active)
 
+    @property
+    def waiting_count(self) -> int:
+        """Requests submitted and waiting for a batch slot."""
+        return len(self._waiting)
+
     def shutdown(self) -> None:
+        """`BaseLLM.shutdown`: the executor stops; running requests get no final response."""
+        if not self._shutdown:
+            self.shutdown_calls += 1
         self._shutdown = True
-        self.shutdown_calls += 1
         self._loop.call_soon_threadsafe(self._cancel_all)
 
     def _cancel_all(self) -> None:
-        for output in list(self._active.values()) + list(self._queued):
+        for output in list(self._active.values()) + list(self._waiting):
             self._cancel(output)
+
+
+class TrtEngineLLM(LLM):
+    """`tensorrt_llm._tensorrt_engine.LLM` over a prebuilt engine (TensorRT backend)."""
+
+    backend = "tensorrt"
+    _known_args = _TRT_ARGS
+
+    def __init__(self, model: str, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        # _check_arguments reads the engine's own build_config.max_seq_len from config.json.
+        with open(f"{model}/config.json", encoding="utf-8") as config:
+            self.args.max_seq_len = json.load(config)["build_config"]["max_seq_len"]
+
+    def _check_arguments(self, prompt_len: int, params: SamplingParams) -> None:
+        """`BaseLLM._check_arguments`, TensorRT backend: prompt plus max_tokens must fit."""
+        if prompt_len + (params.max_tokens or 0) > self.args.max_seq_len:
+            raise ValueError(
+                f"The sum of prompt length ({prompt_len}) and query length (0) max_tokens "
+                f"({params.max_tokens}) should not exceed max_seq_len ({self.args.max_seq_len})"
+            )
+
+    def _rng(self, params: SamplingParams) -> random.Random | None:
+        # The TensorRT runtime samples in C++ with per-request seeds.
+        if not params.temperature:
+            return None
+        return random.Random(params.seed or 0)

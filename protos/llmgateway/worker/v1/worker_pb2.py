@@ -24,17 +24,20 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmgateway/worker/v1/worker.proto\x12\x14llmgateway.worker.v1\"H\n\x0b\x43hatMessage\x12(\n\x04role\x18\x01 \x01(\x0e\x32\x1a.llmgateway.worker.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"@\n\tChatInput\x12\x33\n\x08messages\x18\x01 \x03(\x0b\x32!.llmgateway.worker.v1.ChatMessage\"\xb4\x01\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xde\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12/\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x1f.llmgateway.worker.v1.ChatInputH\x00\x12\x36\n\x08sampling\x18\x05 \x01(\x0b\x32$.llmgateway.worker.v1.SamplingParams\x12\x12\n\ncache_salt\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x42\x07\n\x05input\"\xa2\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\r\x12\x39\n\rfinish_reason\x18\x03 \x01(\x0e\x32\".llmgateway.worker.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x04 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\"}\n\x04Load\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x12\n\nfree_slots\x18\x03 \x01(\r\x12\x11\n\tmax_slots\x18\x04 \x01(\r\x12\x1c\n\x14kv_cache_utilization\x18\x05 \x01(\x02\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\"\x10\n\x0eGetLoadRequest\";\n\x0fGetLoadResponse\x12(\n\x04load\x18\x01 \x01(\x0b\x32\x1a.llmgateway.worker.v1.Load\"\'\n\x10WatchLoadRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"=\n\x11WatchLoadResponse\x12(\n\x04load\x18\x01 \x01(\x0b\x32\x1a.llmgateway.worker.v1.Load\"\x10\n\x0eGetInfoRequest\"e\n\x0fGetInfoResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12\x11\n\tmax_slots\x18\x05 \x01(\r\"&\n\x12SetDrainingRequest\x12\x10\n\x08\x64raining\x18\x01 \x01(\x08\"?\n\x13SetDrainingResponse\x12(\n\x04load\x18\x01 \x01(\x0b\x32\x1a.llmgateway.worker.v1.Load*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x97\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x19\n\x15\x46INISH_REASON_TIMEOUT\x10\x04\x32\xe0\x03\n\rWorkerService\x12[\n\x08Generate\x12%.llmgateway.worker.v1.GenerateRequest\x1a&.llmgateway.worker.v1.GenerateResponse0\x01\x12V\n\x07GetLoad\x12$.llmgateway.worker.v1.GetLoadRequest\x1a%.llmgateway.worker.v1.GetLoadResponse\x12^\n\tWatchLoad\x12&.llmgateway.worker.v1.WatchLoadRequest\x1a\'.llmgateway.worker.v1.WatchLoadResponse0\x01\x12V\n\x07GetInfo\x12$.llmgateway.worker.v1.GetInfoRequest\x1a%.llmgateway.worker.v1.GetInfoResponse\x12\x62\n\x0bSetDraining\x12(.llmgateway.worker.v1.SetDrainingRequest\x1a).llmgateway.worker.v1.SetDrainingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmgateway/worker/v1/worker.proto\x12\x14llmgateway.worker.v1\"H\n\x0b\x43hatMessage\x12(\n\x04role\x18\x01 \x01(\x0e\x32\x1a.llmgateway.worker.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"@\n\tChatInput\x12\x33\n\x08messages\x18\x01 \x03(\x0b\x32!.llmgateway.worker.v1.ChatMessage\"\xb4\x01\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xde\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12/\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x1f.llmgateway.worker.v1.ChatInputH\x00\x12\x36\n\x08sampling\x18\x05 \x01(\x0b\x32$.llmgateway.worker.v1.SamplingParams\x12\x12\n\ncache_salt\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x42\x07\n\x05input\"\xca\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\r\x12\x39\n\rfinish_reason\x18\x03 \x01(\x0e\x32\".llmgateway.worker.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x04 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\x12\x17\n\nmax_tokens\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_max_tokens\"\x8d\x01\n\x04Load\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x12\n\nfree_slots\x18\x03 \x01(\r\x12\x11\n\tmax_slots\x18\x04 \x01(\r\x12\x1c\n\x14kv_cache_utilization\x18\x05 \x01(\x02\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x08\"\x10\n\x0eGetLoadRequest\";\n\x0fGetLoadResponse\x12(\n\x04load\x18\x01 \x01(\x0b\x32\x1a.llmgateway.worker.v1.Load\"\'\n\x10WatchLoadRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"=\n\x11WatchLoadResponse\x12(\n\x04load\x18\x01 \x01(\x0b\x32\x1a.llmgateway.worker.v1.Load\"\x10\n\x0eGetInfoRequest\"\xea\x01\n\x0fGetInfoResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12\x11\n\tmax_slots\x18\x05 \x01(\r\x12N\n\rmodel_digests\x18\x06 \x03(\x0b\x32\x37.llmgateway.worker.v1.GetInfoResponse.ModelDigestsEntry\x1a\x33\n\x11ModelDigestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x12SetDrainingRequest\x12\x10\n\x08\x64raining\x18\x01 \x01(\x08\"?\n\x13SetDrainingResponse\x12(\n\x04load\x18\x01 \x01(\x0b\x32\x1a.llmgateway.worker.v1.Load*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x97\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x19\n\x15\x46INISH_REASON_TIMEOUT\x10\x04\x32\xe0\x03\n\rWorkerService\x12[\n\x08Generate\x12%.llmgateway.worker.v1.GenerateRequest\x1a&.llmgateway.worker.v1.GenerateResponse0\x01\x12V\n\x07GetLoad\x12$.llmgateway.worker.v1.GetLoadRequest\x1a%.llmgateway.worker.v1.GetLoadResponse\x12^\n\tWatchLoad\x12&.llmgateway.worker.v1.WatchLoadRequest\x1a\'.llmgateway.worker.v1.WatchLoadResponse0\x01\x12V\n\x07GetInfo\x12$.llmgateway.worker.v1.GetInfoRequest\x1a%.llmgateway.worker.v1.GetInfoResponse\x12\x62\n\x0bSetDraining\x12(.llmgateway.worker.v1.SetDrainingRequest\x1a).llmgateway.worker.v1.SetDrainingResponseB\xca\x01\n#example.region.llmgateway.worker.v1B\x0bWorkerProtoP\x01ZMgit.region.example/llm-gateway/gen/go/llmgateway/worker/v1;llmgatewayworkerv1\xaa\x02\x14LlmGateway.Worker.V1\xca\x02\x14LlmGateway\\Worker\\V1\xea\x02\x16LlmGateway::Worker::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmgateway.worker.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1308
-  _globals['_ROLE']._serialized_end=1388
-  _globals['_FINISHREASON']._serialized_start=1391
-  _globals['_FINISHREASON']._serialized_end=1542
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n#example.region.llmgateway.worker.v1B\013WorkerProtoP\001ZMgit.region.example/llm-gateway/gen/go/llmgateway/worker/v1;llmgatewayworkerv1\252\002\024LlmGateway.Worker.V1\312\002\024LlmGateway\\Worker\\V1\352\002\026LlmGateway::Worker::V1'
+  _globals['_GETINFORESPONSE_MODELDIGESTSENTRY']._loaded_options = None
+  _globals['_GETINFORESPONSE_MODELDIGESTSENTRY']._serialized_options = b'8\001'
+  _globals['_ROLE']._serialized_start=1499
+  _globals['_ROLE']._serialized_end=1579
+  _globals['_FINISHREASON']._serialized_start=1582
+  _globals['_FINISHREASON']._serialized_end=1733
   _globals['_CHATMESSAGE']._serialized_start=59
   _globals['_CHATMESSAGE']._serialized_end=131
   _globals['_CHATINPUT']._serialized_start=133
@@ -44,25 +47,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_start=383
   _globals['_GENERATEREQUEST']._serialized_end=605
   _globals['_GENERATERESPONSE']._serialized_start=608
-  _globals['_GENERATERESPONSE']._serialized_end=770
-  _globals['_LOAD']._serialized_start=772
-  _globals['_LOAD']._serialized_end=897
-  _globals['_GETLOADREQUEST']._serialized_start=899
-  _globals['_GETLOADREQUEST']._serialized_end=915
-  _globals['_GETLOADRESPONSE']._serialized_start=917
-  _globals['_GETLOADRESPONSE']._serialized_end=976
-  _globals['_WATCHLOADREQUEST']._serialized_start=978
-  _globals['_WATCHLOADREQUEST']._serialized_end=1017
-  _globals['_WATCHLOADRESPONSE']._serialized_start=1019
-  _globals['_WATCHLOADRESPONSE']._serialized_end=1080
-  _globals['_GETINFOREQUEST']._serialized_start=1082
-  _globals['_GETINFOREQUEST']._serialized_end=1098
-  _globals['_GETINFORESPONSE']._serialized_start=1100
-  _globals['_GETINFORESPONSE']._serialized_end=1201
-  _globals['_SETDRAININGREQUEST']._serialized_start=1203
-  _globals['_SETDRAININGREQUEST']._serialized_end=1241
-  _globals['_SETDRAININGRESPONSE']._serialized_start=1243
-  _globals['_SETDRAININGRESPONSE']._serialized_end=1306
-  _globals['_WORKERSERVICE']._serialized_start=1545
-  _globals['_WORKERSERVICE']._serialized_end=2025
+  _globals['_GENERATERESPONSE']._serialized_end=810
+  _globals['_LOAD']._serialized_start=813
+  _globals['_LOAD']._serialized_end=954
+  _globals['_GETLOADREQUEST']._serialized_start=956
+  _globals['_GETLOADREQUEST']._serialized_end=972
+  _globals['_GETLOADRESPONSE']._serialized_start=974
+  _globals['_GETLOADRESPONSE']._serialized_end=1033
+  _globals['_WATCHLOADREQUEST']._serialized_start=1035
+  _globals['_WATCHLOADREQUEST']._serialized_end=1074
+  _globals['_WATCHLOADRESPONSE']._serialized_start=1076
+  _globals['_WATCHLOADRESPONSE']._serialized_end=1137
+  _globals['_GETINFOREQUEST']._serialized_start=1139
+  _globals['_GETINFOREQUEST']._serialized_end=1155
+  _globals['_GETINFORESPONSE']._serialized_start=1158
+  _globals['_GETINFORESPONSE']._serialized_end=1392
+  _globals['_GETINFORESPONSE_MODELDIGESTSENTRY']._serialized_start=1341
+  _globals['_GETINFORESPONSE_MODELDIGESTSENTRY']._serialized_end=1392
+  _globals['_SETDRAININGREQUEST']._serialized_start=1394
+  _globals['_SETDRAININGREQUEST']._serialized_end=1432
+  _globals['_SETDRAININGRESPONSE']._serialized_start=1434
+  _globals['_SETDRAININGRESPONSE']._serialized_end=1497
+  _globals['_WORKERSERVICE']._serialized_start=1736
+  _globals['_WORKERSERVICE']._serialized_end=2216
 # @@protoc_insertion_point(module_scope)

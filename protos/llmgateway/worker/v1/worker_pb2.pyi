@@ -253,6 +253,7 @@ class GenerateResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """text is the new text since the previous message."""
     token_count: _builtins.int
@@ -262,7 +263,13 @@ class GenerateResponse(_message.Message):
     prompt_tokens: _builtins.int
     """prompt_tokens is the input length in tokens; set on the first and the last message."""
     completion_tokens: _builtins.int
-    """completion_tokens is the total generated so far; set on the last message."""
+    """completion_tokens is the total generated so far; set on the last message. It equals the sum
+    of token_count over all messages of the generation.
+    """
+    max_tokens: _builtins.int
+    """max_tokens is the output limit the engine applied, set on the last message only when it
+    lowered the requested max_tokens to fit the model's remaining context (max_seq_len).
+    """
     def __init__(
         self,
         *,
@@ -271,12 +278,15 @@ class GenerateResponse(_message.Message):
         finish_reason: Global___FinishReason.ValueType = ...,
         prompt_tokens: _builtins.int = ...,
         completion_tokens: _builtins.int = ...,
+        max_tokens: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "max_tokens", b"max_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "finish_reason", b"finish_reason", "prompt_tokens", b"prompt_tokens", "text", b"text", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "completion_tokens", b"completion_tokens", "finish_reason", b"finish_reason", "max_tokens", b"max_tokens", "prompt_tokens", b"prompt_tokens", "text", b"text", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
 
 Global___GenerateResponse: _TypeAlias = GenerateResponse  # noqa: Y015
 
@@ -292,6 +302,7 @@ class Load(_message.Message):
     MAX_SLOTS_FIELD_NUMBER: _builtins.int
     KV_CACHE_UTILIZATION_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
     active: _builtins.int
     """active is the number of generations running in the batch."""
     queued: _builtins.int
@@ -304,6 +315,10 @@ class Load(_message.Message):
     """kv_cache_utilization is the fraction of KV-cache blocks in use, in [0, 1]."""
     draining: _builtins.bool
     """draining is true when the worker accepts no new generations."""
+    failed: _builtins.bool
+    """failed is true when the engine failed fatally: the worker serves nothing more and exits so
+    that its orchestrator restarts it (draining is true as well).
+    """
     def __init__(
         self,
         *,
@@ -313,10 +328,11 @@ class Load(_message.Message):
         max_slots: _builtins.int = ...,
         kv_cache_utilization: _builtins.float = ...,
         draining: _builtins.bool = ...,
+        failed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "draining", b"draining", "free_slots", b"free_slots", "kv_cache_utilization", b"kv_cache_utilization", "max_slots", b"max_slots", "queued", b"queued"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "draining", b"draining", "failed", b"failed", "free_slots", b"free_slots", "kv_cache_utilization", b"kv_cache_utilization", "max_slots", b"max_slots", "queued", b"queued"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -432,11 +448,32 @@ class GetInfoResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ModelDigestsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WORKER_ID_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     POOL_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
     MAX_SLOTS_FIELD_NUMBER: _builtins.int
+    MODEL_DIGESTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """worker_id is stable for the life of the process."""
     pool: _builtins.str
@@ -449,6 +486,14 @@ class GetInfoResponse(_message.Message):
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """models served by this worker."""
 
+    @_builtins.property
+    def model_digests(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """model_digests maps each served model to the digest of what the worker loaded,
+        `sha256:<hex>` of the manifest of the model directory's files (for the simulator, of its
+        configuration). The gateway routes a model only to workers whose digest matches the model
+        register. Absent for a model the worker did not digest.
+        """
+
     def __init__(
         self,
         *,
@@ -457,10 +502,11 @@ class GetInfoResponse(_message.Message):
         pool: _builtins.str = ...,
         engine: _builtins.str = ...,
         max_slots: _builtins.int = ...,
+        model_digests: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "max_slots", b"max_slots", "models", b"models", "pool", b"pool", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "max_slots", b"max_slots", "model_digests", b"model_digests", "models", b"models", "pool", b"pool", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -69,6 +69,14 @@ class WorkerServiceServicer:
     def Generate(self, request, context):
         """Generate streams the tokens of one generation; the last message carries the finish reason and
         token counts. Cancelling the call aborts the generation and frees its batch slot.
+        A request the engine cannot run fails with INVALID_ARGUMENT carrying a google.rpc.ErrorInfo
+        (domain "llmgateway.worker") whose reason names the limit: "engine.max_seq_len",
+        "engine.max_num_tokens", "engine.max_tokens" (prompt plus max_tokens over max_seq_len),
+        "engine.seed_unsupported", "engine.sampling", "engine.chat_template" or
+        "engine.request_rejected"; its metadata holds the numbers (e.g. "max_seq_len",
+        "prompt_tokens") as decimal strings. The status message is for logs only. A fatal engine
+        failure ends the call with UNAVAILABLE and trailing metadata "llmgw-worker-state: failed";
+        the worker then reports failed in its load and health and exits to be restarted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

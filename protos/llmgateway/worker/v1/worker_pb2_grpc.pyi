@@ -38,6 +38,14 @@ class WorkerServiceStub:
     Generate: _grpc.UnaryStreamMultiCallable[_worker_pb2.GenerateRequest, _worker_pb2.GenerateResponse]
     """Generate streams the tokens of one generation; the last message carries the finish reason and
     token counts. Cancelling the call aborts the generation and frees its batch slot.
+    A request the engine cannot run fails with INVALID_ARGUMENT carrying a google.rpc.ErrorInfo
+    (domain "llmgateway.worker") whose reason names the limit: "engine.max_seq_len",
+    "engine.max_num_tokens", "engine.max_tokens" (prompt plus max_tokens over max_seq_len),
+    "engine.seed_unsupported", "engine.sampling", "engine.chat_template" or
+    "engine.request_rejected"; its metadata holds the numbers (e.g. "max_seq_len",
+    "prompt_tokens") as decimal strings. The status message is for logs only. A fatal engine
+    failure ends the call with UNAVAILABLE and trailing metadata "llmgw-worker-state: failed";
+    the worker then reports failed in its load and health and exits to be restarted.
     """
     GetLoad: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetLoadRequest, _worker_pb2.GetLoadResponse]
     """GetLoad reports the worker's current load."""
@@ -58,6 +66,14 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     Generate: _aio.UnaryStreamMultiCallable[_worker_pb2.GenerateRequest, _worker_pb2.GenerateResponse]  # type: ignore[assignment]
     """Generate streams the tokens of one generation; the last message carries the finish reason and
     token counts. Cancelling the call aborts the generation and frees its batch slot.
+    A request the engine cannot run fails with INVALID_ARGUMENT carrying a google.rpc.ErrorInfo
+    (domain "llmgateway.worker") whose reason names the limit: "engine.max_seq_len",
+    "engine.max_num_tokens", "engine.max_tokens" (prompt plus max_tokens over max_seq_len),
+    "engine.seed_unsupported", "engine.sampling", "engine.chat_template" or
+    "engine.request_rejected"; its metadata holds the numbers (e.g. "max_seq_len",
+    "prompt_tokens") as decimal strings. The status message is for logs only. A fatal engine
+    failure ends the call with UNAVAILABLE and trailing metadata "llmgw-worker-state: failed";
+    the worker then reports failed in its load and health and exits to be restarted.
     """
     GetLoad: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetLoadRequest, _worker_pb2.GetLoadResponse]  # type: ignore[assignment]
     """GetLoad reports the worker's current load."""
@@ -81,6 +97,14 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_worker_pb2.GenerateResponse], _abc.AsyncIterator[_worker_pb2.GenerateResponse]]:
         """Generate streams the tokens of one generation; the last message carries the finish reason and
         token counts. Cancelling the call aborts the generation and frees its batch slot.
+        A request the engine cannot run fails with INVALID_ARGUMENT carrying a google.rpc.ErrorInfo
+        (domain "llmgateway.worker") whose reason names the limit: "engine.max_seq_len",
+        "engine.max_num_tokens", "engine.max_tokens" (prompt plus max_tokens over max_seq_len),
+        "engine.seed_unsupported", "engine.sampling", "engine.chat_template" or
+        "engine.request_rejected"; its metadata holds the numbers (e.g. "max_seq_len",
+        "prompt_tokens") as decimal strings. The status message is for logs only. A fatal engine
+        failure ends the call with UNAVAILABLE and trailing metadata "llmgw-worker-state: failed";
+        the worker then reports failed in its load and health and exits to be restarted.
         """
 
     @_abc_1.abstractmethod

@@ -79,7 +79,9 @@ class DataRules:
     """Which classifications a department may send, and where each may go.
 
     `default` is the classification of a request that declares none (only when not `required`).
-    `pools` maps every allowed classification to the pools cleared for it.
+    `pools` maps every allowed classification to the pools cleared for it. With
+    `registered_purpose` every request must name a purpose of the purpose register that allows
+    this department, the model and the classification.
     """
 
     allowed: frozenset[str]
@@ -87,6 +89,7 @@ class DataRules:
     default: str | None
     pools: Mapping[str, frozenset[str]]
     purpose_required: frozenset[str]
+    registered_purpose: bool = False
 
 
 @dataclass(frozen=True, slots=True)

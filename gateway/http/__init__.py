@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP door: the same pipeline as gRPC, behind OpenAI's HTTP API."""
