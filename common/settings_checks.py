@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from common.settings import Check, SettingsError
@@ -43,3 +44,25 @@ def each(check: Check) -> Check:
             check(value, f"{key}[{i}]")
 
     return check_items
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split `host:port` or `[v6]:port` into an IP address and a port (0 picks a free one)."""
+    host, sep, port_text = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"expected host:port such as 127.0.0.1:9464, got {listen!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"expected an IP address to listen on, got {host!r}") from None
+    return host, int(port_text)
+
+
+def ip_listen(value: str | None, key: str) -> None:
+    """A settings check: `value` (if set) is `host:port` with an IP address, as parse_listen."""
+    if value is not None:
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            raise SettingsError(f"{key}: {err}") from None

@@ -14,12 +14,12 @@ from pathlib import Path
 from audit.settings import AuditSpoolSettings
 from common.egress import ResidencySettings
 from common.settings import SettingsError, load_file, read, setting
-from common.settings_checks import positive
+from common.settings_checks import ip_listen, positive
 from common.telemetry import TelemetrySettings
 from gateway.auth.settings import AuthSettings
 from gateway.limits.settings import LimitsSettings
 from gateway.process.logging_setup import LoggingSettings
-from gateway.process.metrics_server import MetricsSettings, ip_listen
+from gateway.process.metrics_server import MetricsSettings
 from gateway.routing.settings import RoutingSettings
 from policy.settings import PolicySettings
 

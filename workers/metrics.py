@@ -8,12 +8,12 @@ are refreshed from the engine's load report every second; tokens per second is
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, start_http_server
 
+from common.settings_checks import parse_listen
 from workers.engine import Engine
 
 SLOTS = Gauge("llmworker_slots", "Batch slots of the engine (max_num_seqs).")
@@ -23,19 +23,6 @@ KV_CACHE = Gauge("llmworker_kv_cache_utilization", "Share of KV-cache blocks in 
 DRAINING = Gauge("llmworker_draining", "1 while the worker refuses new generations (draining).")
 OUTPUT_TOKENS = Counter("llmworker_output_tokens", "Output tokens generated and sent.")
 REFRESH_S = 1.0
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` with an IP address; raises ValueError naming the problem."""
-    host, sep, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9465, got {listen!r}")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"expected an IP address, got {host!r}") from None
-    return host, int(port)
 
 
 def start_metrics(listen: str) -> WSGIServer:

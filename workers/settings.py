@@ -11,20 +11,11 @@ from typing import Literal
 
 from common.egress import ResidencySettings
 from common.settings import Invalid, SettingsError, load, setting
-from common.settings_checks import host_port, positive
+from common.settings_checks import host_port, ip_listen, positive
 from common.telemetry import TelemetrySettings
 from common.worker_registry import DEFAULT_PREFIX
-from workers.metrics import parse_listen
 from workers.sim import SimConfig
 from workers.trtllm_options import TrtLlmOptions
-
-
-def _ip_listen(value: str | None, key: str) -> None:
-    if value is not None:
-        try:
-            parse_listen(value)
-        except ValueError as err:
-            raise SettingsError(f"{key}: {err}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +73,7 @@ class WorkerSettings:
     metrics_listen: str | None = setting(
         None,
         doc="HOST:PORT (IP address) of Prometheus /metrics (slots, queue, KV cache); null: off",
-        check=_ip_listen,
+        check=ip_listen,
     )
 
     def check(self) -> None:

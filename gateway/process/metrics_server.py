@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import struct
@@ -18,7 +17,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from common.settings import SettingsError, setting
+from common.settings import setting
+from common.settings_checks import ip_listen, parse_listen
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -29,15 +29,6 @@ READYZ = "/readyz"
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-
-def ip_listen(value: str | None, key: str) -> None:
-    """A settings check: `value` (if set) is `host:port` with an IP address, as parse_listen."""
-    if value is not None:
-        try:
-            parse_listen(value)
-        except ValueError as err:
-            raise SettingsError(f"{key}: {err}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +45,6 @@ class MetricsSettings:
         expect="a string such as 127.0.0.1:9464, or null",
         check=ip_listen,
     )
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """Split `host:port` or `[v6]:port` into an IP address and a port (0 picks a free one)."""
-    host, sep, port_text = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"expected host:port such as 127.0.0.1:9464, got {listen!r}")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"expected an IP address to listen on, got {host!r}") from None
-    return host, int(port_text)
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

@@ -18,13 +18,14 @@ from prometheus_client import Gauge
 from common.egress import EgressGuard
 from common.eventloop import wait_for_shutdown_signal
 from common.settings import SettingsError
+from common.settings_checks import parse_listen
 from common.telemetry import check_otlp_egress, start_tracing
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.tls import server_credentials
 from gateway.auth.verifier import JwtVerifier
 from gateway.http.server import HttpServer, server_ssl_context, start_http_server
 from gateway.limits.factory import build_limiter
-from gateway.process.metrics_server import MetricsServer, parse_listen, start_metrics_server
+from gateway.process.metrics_server import MetricsServer, start_metrics_server
 from gateway.request.anonymous import WINDOW_S as ANONYMOUS_WINDOW_S
 from gateway.request.anonymous import AnonymousRefusals
 from gateway.request.auditing import AuditTrail

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from common.settings import read
+from common.settings_checks import parse_listen
 from gateway.process.metrics_server import (
     MetricsSettings,
     multiprocess_registry,
-    parse_listen,
     sample_sum,
     start_metrics_server,
 )
