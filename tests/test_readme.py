@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.dev_stack import running_dev_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -21,42 +22,8 @@ README = (ROOT / "README.md").read_text()
 @pytest.fixture
 def dev_stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`llm-gateway dev` as a subprocess on a free port; yields (target, data dir)."""
-    data = tmp_path / "data"
-    proc = subprocess.Popen(
-        [
-            str(BIN / "llm-gateway"),
-            "dev",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--data-dir",
-            str(data),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.stdout is not None
-    target = None
-    deadline = time.monotonic() + 30
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if match := re.search(r"gateway\s+: (127\.0\.0\.1:\d+)", line):
-            target = match.group(1)
-        if "Ctrl-C stops the stack" in line:
-            break
-    assert target, "dev stack did not start:\n" + "".join(lines)
-    try:
-        yield target, data
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=20)
-        proc.stdout.close()
-        assert code == 0
+    with running_dev_stack(tmp_path, tmp_path / "data") as stack:
+        yield stack.target, stack.data_dir
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

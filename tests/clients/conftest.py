@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.devkeys import mint_dev_token
+from tests.support.dev_stack import running_dev_stack
 
 BIN = Path(sys.executable).parent
-STARTUP_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -39,42 +35,5 @@ class DevStack:
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     """`llm-gateway dev --port 0` as a subprocess, stopped with Ctrl-C (SIGINT) at the end."""
     home = tmp_path_factory.mktemp("dev-stack")
-    data = home / "data"
-    proc = subprocess.Popen(
-        [
-            str(BIN / "llm-gateway"),
-            "dev",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--data-dir",
-            str(data),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=home,
-    )
-    assert proc.stdout is not None
-    target = None
-    lines = []
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if match := re.search(r"gateway\s+: (127\.0\.0\.1:\d+)", line):
-            target = match.group(1)
-        if "Ctrl-C stops the stack" in line or not line:
-            break
-    if target is None:
-        proc.kill()
-        proc.wait()
-        pytest.fail("dev stack did not start:\n" + "".join(lines))
-    try:
-        yield DevStack(target, data)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=20)
-        proc.stdout.close()
-        assert code == 0
+    with running_dev_stack(home, home / "data") as stack:
+        yield DevStack(stack.target, stack.data_dir)

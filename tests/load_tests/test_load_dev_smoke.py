@@ -8,14 +8,13 @@ because the stack listens on a free port here instead of 50051.
 from __future__ import annotations
 
 import json
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.dev_stack import running_dev_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -27,23 +26,8 @@ def test_readme_smoke_run_passes_against_the_dev_stack(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"`{SMOKE}`" in readme, "the README's smoke command changed; update this test"
     (tmp_path / "load_tests").symlink_to(ROOT / "load_tests")
-    dev = subprocess.Popen(
-        [str(BIN / "llm-gateway"), "dev", "--port", "0", "--data-dir", ".data"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert dev.stdout is not None
-    target, lines, deadline = None, [], time.monotonic() + 30
-    while time.monotonic() < deadline:
-        lines.append(line := dev.stdout.readline())
-        if match := re.search(r"gateway\s+: (127\.0\.0\.1:\d+)", line):
-            target = match.group(1)
-        if "Ctrl-C stops the stack" in line:
-            break
-    try:
-        assert target, "dev stack did not start:\n" + "".join(lines)
+    with running_dev_stack(tmp_path, tmp_path / ".data") as stack:
+        target = stack.target
         args = SMOKE.split()[1:]
         result = subprocess.run(
             [sys.executable, *args, "--target", target, "--no-progress", "--out", "smoke.json"],
@@ -57,7 +41,3 @@ def test_readme_smoke_run_passes_against_the_dev_stack(tmp_path: Path) -> None:
         assert "using the token in .data/dev-token" in result.stderr
         totals = json.loads((tmp_path / "smoke.json").read_text())["totals"]
         assert totals["ok"] > 0 and totals["ok"] == totals["requests"], totals["by_code"]
-    finally:
-        dev.send_signal(signal.SIGINT)
-        dev.wait(timeout=20)
-        dev.stdout.close()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.dev_stack import running_dev_stack
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -25,26 +26,9 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the README example uses curl")
 def test_readme_curl_example_and_ledger_interface(tmp_path: Path) -> None:
     data = tmp_path / ".data"
-    proc = subprocess.Popen(
-        [str(BIN / "llm-gateway"), "dev", "--port", "0", "--http-port", "0",
-         "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    base, lines = None, []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if match := re.search(r"OpenAI HTTP : (http://127\.0\.0\.1:\d+/v1)", line):
-            base = match.group(1)
-        if "Ctrl-C stops the stack" in line or not line:
-            break
-    try:
-        assert base, "dev stack did not print its HTTP address:\n" + "".join(lines)
+    with running_dev_stack(tmp_path, data) as stack:
+        base = stack.http_base
+        assert base, "dev stack did not print its HTTP address:\n" + stack.banner
         snippet = re.search(r"### OpenAI-compatible HTTP\n.*?```sh\n(.*?)```", README, re.S)
         assert snippet, "README lost its curl example"
         command = snippet.group(1).replace("http://127.0.0.1:8080/v1", base)
@@ -64,7 +48,3 @@ def test_readme_curl_example_and_ledger_interface(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert '"interface": "openai-http"' in query.stdout, query.stdout + query.stderr
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
-        proc.stdout.close()
