@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,6 +140,17 @@ class SqlLedger(LedgerReads, RetentionStore):
     def _begin(self) -> None:
         self._x("BEGIN")
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        self._begin()
+        try:
+            yield
+            self._x("COMMIT")
+        except BaseException:
+            self._x("ROLLBACK")
+            raise
+
     def append(self, records: Sequence[AuditRecord]) -> AppendResult:
         by_source: dict[str, list[AuditRecord]] = {}
         for r in records:
@@ -153,8 +165,7 @@ class SqlLedger(LedgerReads, RetentionStore):
     def _append_source(self, source: str, records: list[AuditRecord]) -> tuple[int, int]:
         # One transaction per source, locking only that source's head: gateways never wait
         # on each other's chains (PostgreSQL); SQLite has a single writer anyway.
-        self._begin()
-        try:
+        with self._transaction():
             self._x(
                 "INSERT INTO heads (source, chain_index, hash) VALUES (?, 0, '') "
                 "ON CONFLICT (source) DO NOTHING",
@@ -185,10 +196,6 @@ class SqlLedger(LedgerReads, RetentionStore):
                     "UPDATE heads SET chain_index = ?, hash = ? WHERE source = ?",
                     (head.chain_index, head.hash, source),
                 )
-            self._x("COMMIT")
-        except BaseException:
-            self._x("ROLLBACK")
-            raise
         return stored, dups
 
     def _insert(self, rec: AuditRecord, link: Link, salt: bytes) -> None:
@@ -273,8 +280,7 @@ class SqlLedger(LedgerReads, RetentionStore):
         return [Checkpoint(*row) for row in rows]
 
     def erase_subject(self, pseudonym: str) -> int:
-        self._begin()
-        try:
+        with self._transaction():
             self._x(
                 "DELETE FROM contents WHERE record_id IN "
                 "(SELECT record_id FROM subject_links WHERE subject_pseudonym = ?)",
@@ -283,10 +289,6 @@ class SqlLedger(LedgerReads, RetentionStore):
             n: int = self._x(
                 "DELETE FROM subject_links WHERE subject_pseudonym = ?", (pseudonym,)
             ).rowcount
-            self._x("COMMIT")
-        except BaseException:
-            self._x("ROLLBACK")
-            raise
         self._scrub()
         return n
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ class RetentionStore:
     ) -> Generator[tuple[Any, ...], None, None]:
         yield from self._x(sql, params)
 
-    def _begin(self) -> None:
+    def _transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
     def _scrub(self) -> None:
@@ -75,35 +76,25 @@ class RetentionStore:
     def prune_prefix(self, source: str, cut_index: int, checkpoint: Checkpoint) -> int:
         """Delete a chain's records up to `cut_index` with their side rows, store the statement."""
         pick = "SELECT record_id FROM records WHERE source = ? AND chain_index <= ?"
-        self._begin()
-        try:
+        with self._transaction():
             for table in ("contents", "subject_links"):
                 self._x(f"DELETE FROM {table} WHERE record_id IN ({pick})", (source, cut_index))
             n: int = self._x(
                 "DELETE FROM records WHERE source = ? AND chain_index <= ?", (source, cut_index)
             ).rowcount
             self._add_retention_checkpoint(checkpoint)
-            self._x("COMMIT")
-        except BaseException:
-            self._x("ROLLBACK")
-            raise
         self._scrub()
         return n
 
     def expire_text(self, record_ids: Sequence[str], checkpoint: Checkpoint) -> int:
         """Delete whole `contents` rows and store the statement that accounts for them."""
-        self._begin()
         n = 0
-        try:
+        with self._transaction():
             for start in range(0, len(record_ids), 500):
                 chunk = list(record_ids[start : start + 500])
                 marks = ", ".join("?" for _ in chunk)
                 n += self._x(f"DELETE FROM contents WHERE record_id IN ({marks})", chunk).rowcount
             self._add_retention_checkpoint(checkpoint)
-            self._x("COMMIT")
-        except BaseException:
-            self._x("ROLLBACK")
-            raise
         self._scrub()
         return n
 
