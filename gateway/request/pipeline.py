@@ -111,13 +111,31 @@ class Exchange:
         if outcome is Outcome.CANCELLED and result.finish_reason is None:
             result.finish_reason = FinishReason.CANCELLED
         if self._aggregated(exc, status):
-            return  # counted into the window's aggregate record of its kind
+            # Counted into the window's aggregate record of its kind; still a request served.
+            self._observe(outcome, status, "")
+            return
         # Accounting and audit must finish even when the caller has gone away.
         recorded = await asyncio.shield(self._account_and_audit(outcome, status, exc))
         if not recorded and exc is None and (self.decision is None or self.decision.audit_required):
             # The spool filled up while this request ran: a department that must be audited
             # does not get an unaudited success.
             raise spool_full()
+
+    def _observe(self, outcome: Outcome, status: str, department: str) -> None:
+        """Request metrics and the access-log line of this exchange (bounded label values)."""
+        policy = self._pipeline.policy.current()
+        access_log.record(
+            metrics.summarize(
+                self.result,
+                department=department,
+                audit_outcome=outcome.value,
+                grpc_status=status,
+                streaming=self._streaming,
+                trace_id=self.trace.trace_id,
+                known_models=policy.model_catalog,
+                known_departments=policy.departments,
+            )
+        )
 
     def _aggregated(self, exc: BaseException | None, status: str) -> bool:
         """Whether this authentication refusal only counts towards an aggregate record."""
@@ -286,19 +304,7 @@ class Exchange:
             interface=self._call.interface,
             peer=peer_host(self._call.peer) if self.principal is None else "",
         )
-        policy = self._pipeline.policy.current()
-        access_log.record(
-            metrics.summarize(
-                result,
-                department=department,
-                audit_outcome=outcome.value,
-                grpc_status=status,
-                streaming=self._streaming,
-                trace_id=self.trace.trace_id,
-                known_models=policy.model_catalog,
-                known_departments=policy.departments,
-            )
-        )
+        self._observe(outcome, status, department)
         try:
             await self._pipeline.audit.append(record)
         except SpoolFull:

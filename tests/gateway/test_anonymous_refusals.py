@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
+from prometheus_client import REGISTRY
 
 from audit.record import AuditRecord, Outcome
 from audit.settings import AuditSpoolSettings
@@ -40,6 +41,18 @@ async def _refusals(gateway: GatewayHandle) -> list[AuditRecord]:
     return [r for r in records if r.status_code == "UNAUTHENTICATED"]
 
 
+def _unauthenticated_requests_counted() -> float:
+    """`llmgw_requests_total` summed over its UNAUTHENTICATED series."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "llmgw_requests"
+        for sample in metric.samples
+        if sample.name == "llmgw_requests_total"
+        and sample.labels.get("grpc_status") == "UNAUTHENTICATED"
+    )
+
+
 async def _send(gateway: GatewayHandle, n: int, metadata: tuple[tuple[str, str], ...]) -> None:
     async with grpc.aio.insecure_channel(gateway.target) as channel:
         stub = gateway_pb2_grpc.InferenceServiceStub(channel)
@@ -56,8 +69,12 @@ async def test_a_flood_of_junk_tokens_costs_two_records_per_reason_and_window(
     data_dir: Path, start_sim_worker: StartWorker, start_test_gateway: StartGateway
 ) -> None:
     gateway = await _gateway(data_dir, start_sim_worker, start_test_gateway)
+    counted = _unauthenticated_requests_counted()
     await _send(gateway, 30, (("authorization", "Bearer not-a-jwt"),))
     await _send(gateway, 5, ())  # another reason: no credentials at all
+
+    # Aggregation spares the audit trail, not the metrics: every refusal is counted there.
+    assert _unauthenticated_requests_counted() - counted == 35
 
     # While the window runs: the first refusal of each reason, audited in full.
     first = await _refusals(gateway)
