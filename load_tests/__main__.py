@@ -108,9 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "soak":
             from load_tests.soak import run_soak
 
-            passed, table = asyncio.run(
-                run_soak(args.minutes * 60, rate=args.rate, seed=args.seed, data_dir=args.data_dir)
-            )
+            try:
+                passed, table = asyncio.run(
+                    run_soak(
+                        args.minutes * 60, rate=args.rate, seed=args.seed, data_dir=args.data_dir
+                    )
+                )
+            except ValueError as err:  # an unusable --data-dir
+                print(f"error: {err}", file=sys.stderr)
+                return 2
             print(table)
             return 0 if passed else 1
         else:

@@ -180,10 +180,12 @@ def _tokens(soak: Soak, client: redis.Redis) -> Check:
 def _leases(client: redis.Redis) -> Check:
     base = f"llmgw:{{dept:{DEPARTMENT}}}"
     leases = client.zcard(f"{base}:d:streams")
+    # One read per key: a settled reservation may expire between the scan and the read, and
+    # a key that is gone is not an open reservation.
     open_reservations = [
         key
         for key in client.scan_iter(match=f"{base}:res:*", count=1000)
-        if client.hget(key, "used") is None
+        if (fields := client.hgetall(key)) and "used" not in fields
     ]
     return Check(
         "no concurrency lease leaked",
@@ -234,7 +236,16 @@ async def run_soak(
     data_dir: Path | None = None,
     fault_every_s: tuple[float, float] = (8.0, 20.0),
 ) -> tuple[bool, str]:
-    """Run the soak; (all invariants hold, the table)."""
+    """Run the soak; (all invariants hold, the table).
+
+    Raises ValueError for a `data_dir` that already holds state: the checks read the whole
+    ledger and Redis, so a second run in one directory would count the first run's records.
+    """
+    if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
+        raise ValueError(
+            f"--data-dir {data_dir} is not empty; the invariants are checked over everything "
+            "in it: give a new or empty directory"
+        )
     directory = data_dir or Path(tempfile.mkdtemp(prefix="llmgw-soak-"))
     stack = await start_stack(directory)
     try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from load_tests import soak, soak_stack
@@ -40,3 +42,30 @@ def test_lease_check_fails_on_a_held_lease_or_an_open_reservation(tmp_path: Path
             assert soak._leases(client).ok
         finally:
             client.close()
+
+
+def test_a_reservation_that_expires_during_the_check_is_not_open() -> None:
+    # A soak of 30 minutes reported two "reservations never completed" whose hashes were empty:
+    # settled reservations expiring between the key scan and the read of each key.
+    base = f"llmgw:{{dept:{soak_stack.DEPARTMENT}}}"
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            client.hset(f"{base}:res:settled", mapping={"held": 0, "reserved": 10, "used": 7})
+            scan = client.scan_iter
+
+            def scan_then_expire(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                for key in scan(*args, **kwargs):
+                    client.delete(key)  # gone before the check reads it
+                    yield key
+
+            client.scan_iter = scan_then_expire  # type: ignore[method-assign]
+            assert soak._leases(client).ok
+        finally:
+            client.close()
+
+
+async def test_a_data_dir_with_state_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "audit.db").write_bytes(b"an earlier run")
+    with pytest.raises(ValueError, match="not empty"):
+        await soak.run_soak(1.0, data_dir=tmp_path)
