@@ -111,7 +111,7 @@ class Exchange:
         if outcome is Outcome.CANCELLED and result.finish_reason is None:
             result.finish_reason = FinishReason.CANCELLED
         if self._aggregated(exc, status):
-            # Counted into the window's aggregate record of its kind; still a request served.
+            # Audited through the window's aggregate record of its kind; metrics count it.
             self._observe(outcome, status, "")
             return
         # Accounting and audit must finish even when the caller has gone away.
@@ -140,7 +140,7 @@ class Exchange:
     def _aggregated(self, exc: BaseException | None, status: str) -> bool:
         """Whether this authentication refusal only counts towards an aggregate record."""
         refusal = self._call.refusal
-        if exc is None or exc is not refusal or refusal is None:
+        if refusal is None or exc is not refusal:
             return False
         reason = refusal_reasons(refusal)
         return not self._pipeline.anonymous.first(
