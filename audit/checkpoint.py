@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ class Checkpoint:
 
     `payload` is the signed canonical JSON; a copy kept by a witness outside the store makes a
     rewritten or truncated ledger detectable even by someone who also controls the store.
+    A checkpoint signed after another names it in `prev` (its `link`), so one valid signature
+    vouches for every checkpoint before it on an unbroken run of links (see `audit.verify`).
     """
 
     created_ns: int
@@ -34,6 +37,11 @@ class Checkpoint:
     def heads(self) -> dict[str, ChainHead]:
         data = json.loads(self.payload)["heads"]
         return {s: ChainHead(int(h["chain_index"]), str(h["hash"])) for s, h in data.items()}
+
+    @property
+    def link(self) -> str:
+        """SHA-256 of the signed payload: what the next checkpoint names as its `prev`."""
+        return hashlib.sha256(self.payload.encode()).hexdigest()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -60,18 +68,21 @@ class Checkpoint:
 
 
 def sign_checkpoint(
-    key: Ed25519PrivateKey, heads: dict[str, ChainHead], created_ns: int
+    key: Ed25519PrivateKey,
+    heads: dict[str, ChainHead],
+    created_ns: int,
+    after: Checkpoint | None = None,
 ) -> Checkpoint:
-    payload = json.dumps(
-        {
-            "created_ns": created_ns,
-            "heads": {
-                s: {"chain_index": h.chain_index, "hash": h.hash} for s, h in sorted(heads.items())
-            },
+    """Sign `heads` at `created_ns`, linked (`prev`) to `after`, the ledger's newest checkpoint."""
+    body: dict[str, object] = {
+        "created_ns": created_ns,
+        "heads": {
+            s: {"chain_index": h.chain_index, "hash": h.hash} for s, h in sorted(heads.items())
         },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    }
+    if after is not None:
+        body["prev"] = after.link
+    payload = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return Checkpoint(
         created_ns,
         payload,

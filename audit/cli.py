@@ -219,9 +219,8 @@ def _checkpoint(ledger: Ledger, args: argparse.Namespace) -> int:
     if not heads:
         print("no records yet: nothing to sign")
         return 0
-    ledger.add_checkpoint(
-        sign_checkpoint(load_or_create_signing_key(args.keys_dir), heads, time.time_ns())
-    )
+    key = load_or_create_signing_key(args.keys_dir)
+    ledger.add_checkpoint(sign_checkpoint(key, heads, time.time_ns(), ledger.newest_checkpoint()))
     print(f"signed the heads of {len(heads)} chain(s)")
     return 0
 

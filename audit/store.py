@@ -7,8 +7,11 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -38,6 +41,7 @@ TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 # default) holds on an idle ledger; changed heads are signed at every checkpoint interval.
 RESIGN_IDLE_NS = 3600 * 1_000_000_000
 COARSEN_EVERY_NS = 3600 * 1_000_000_000
+T = TypeVar("T")
 
 
 def open_ledger(db_path: str | None, postgres_dsn: str | None) -> Ledger:
@@ -54,30 +58,43 @@ def open_ledger(db_path: str | None, postgres_dsn: str | None) -> Ledger:
 
 
 class LedgerGate:
-    """Runs blocking ledger calls in a thread, one at a time (SQLite has one connection)."""
+    """Runs blocking ledger calls on the ledger's own thread, one at a time, in arrival order.
+
+    One thread rather than a lock around `asyncio.to_thread`: a coroutine cancelled while its
+    call runs (an Export cut short by `server.stop`) gives up a lock at once, but its thread goes
+    on using the connection, so the next call, or `close`, would run beside it. Closing a SQLite
+    connection under a running statement crashes the process. Here a cancelled call that has not
+    started never runs, and one that has started finishes before anything queued after it.
+    """
 
     def __init__(self, ledger: Ledger, key: Ed25519PrivateKey) -> None:
         self.ledger = ledger
         self._key = key
-        self._lock = asyncio.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-ledger")
         self._signed: dict[str, ChainHead] | None = None
         self._signed_ns = 0
         self._coarsened_ns = 0
 
+    async def run(self, fn: Callable[[Ledger], T]) -> T:
+        """`fn(ledger)` on the ledger thread, after every call queued before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self.ledger)
+
     async def append(self, records: list[AuditRecord]) -> AppendResult:
-        async with self._lock:
-            return await asyncio.to_thread(self.ledger.append, records)
+        return await self.run(lambda ledger: ledger.append(records))
 
     async def retain(self, policy_dir: str, default_days: int | None) -> list[SourceRetention]:
         """Run retention now under the policy directory's current purpose register."""
         rules = await asyncio.to_thread(load_rules, policy_dir, default_days)
-        async with self._lock:
-            return await asyncio.to_thread(retain, self.ledger, rules, self._key, time.time_ns())
+        return await self.run(lambda ledger: retain(ledger, rules, self._key, time.time_ns()))
 
     async def checkpoint(self) -> Checkpoint | None:
         """Sign the current chain heads, unless nothing changed since the last checkpoint."""
-        async with self._lock:
-            return await asyncio.to_thread(self._checkpoint_sync)
+        return await self.run(lambda _: self._checkpoint_sync())
+
+    async def close(self) -> None:
+        """Close the ledger once every call queued before has finished; later calls fail."""
+        await self.run(lambda ledger: ledger.close())
+        self._thread.shutdown(wait=False)
 
     def _checkpoint_sync(self) -> Checkpoint | None:
         heads = self.ledger.heads()
@@ -88,7 +105,7 @@ class LedgerGate:
             self._signed_ns = last.created_ns if last is not None else 0
         if not heads or (heads == self._signed and now - self._signed_ns < RESIGN_IDLE_NS):
             return None
-        cp = sign_checkpoint(self._key, heads, now)
+        cp = sign_checkpoint(self._key, heads, now, after=self.ledger.newest_checkpoint())
         self.ledger.add_checkpoint(cp)
         self._signed, self._signed_ns = dict(heads), now
         if now - self._coarsened_ns >= COARSEN_EVERY_NS:
@@ -156,6 +173,7 @@ class AuditStoreHandle:
 
     @property
     def ledger(self) -> Ledger:
+        """The ledger itself: to read once the store has stopped (while it runs, `gate.run`)."""
         return self.gate.ledger
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -168,7 +186,7 @@ class AuditStoreHandle:
             self._retain_stop.set()
             await self._retainer
         await self.gate.checkpoint()
-        await asyncio.to_thread(self.gate.ledger.close)
+        await self.gate.close()
 
 
 async def _checkpoint_loop(gate: LedgerGate, interval_s: float) -> None:

@@ -47,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="chains in N processes")
     p.add_argument(
+        "--all-signatures",
+        action="store_true",
+        help="check every checkpoint's own signature, not one per run of linked checkpoints",
+    )
+    p.add_argument(
         "--progress", action="store_true", help="show progress on stderr (default: on a TTY)"
     )
 
@@ -172,6 +177,7 @@ def run_verify(ledger: Ledger, args: argparse.Namespace) -> int:
         start=start,
         run_chains=runner,
         on_records=progress.add if progress else None,
+        all_signatures=args.all_signatures,
     )
     if progress is not None:
         progress.finish()
@@ -183,6 +189,7 @@ def run_verify(ledger: Ledger, args: argparse.Namespace) -> int:
     print(
         f"{status}: {result.records} records in {result.sources} chain(s), "
         f"{result.checkpoints} checkpoint(s)"
+        + (f", {result.signatures} signature(s) checked" if key else "")
         + ("" if key else " (signatures not checked: pass --public-key)")
     )
     if start is not None:

@@ -25,7 +25,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from audit.chain import ChainHead
-from audit.checkpoint import PUBLIC_KEY_FILE, load_or_create_signing_key, sign_checkpoint
+from audit.checkpoint import (
+    PUBLIC_KEY_FILE,
+    Checkpoint,
+    load_or_create_signing_key,
+    sign_checkpoint,
+)
 from audit.coarsen import coarsen_checkpoints
 from audit.ledger import Ledger, QueryFilter
 from audit.otlp import audit_spans, decode_all, export_request
@@ -170,11 +175,18 @@ def dense_history(
     for s in sources:
         at[s] = [row[4] for row in ledger.scan(s) if row[0] % per == 0]
     rows = []
+    cp: Checkpoint | None = None  # each links to the one before, as the store signs them
     for j in range(min(len(v) for v in at.values())):
         heads = {s: ChainHead((j + 1) * per, at[s][j]) for s in sources}
-        cp = sign_checkpoint(signer, heads, start_ns + (j + 1) * per * len(sources) * step_ns)
+        cp = sign_checkpoint(signer, heads, start_ns + (j + 1) * per * len(sources) * step_ns, cp)
         rows.append((cp.created_ns, cp.payload, cp.signature, cp.public_key))
     return rows
+
+
+def sign_now(ledger: Ledger, signer: Ed25519PrivateKey) -> None:
+    """Sign the heads now, linked to the newest checkpoint, as the store's timer does."""
+    heads, newest = ledger.heads(), ledger.newest_checkpoint()
+    ledger.add_checkpoint(sign_checkpoint(signer, heads, time.time_ns(), newest))
 
 
 def history_aside(target: tuple[str | None, str | None], aside: bool) -> None:
@@ -230,7 +242,7 @@ def bench(args: argparse.Namespace, db: str | None, keys: Path) -> list[tuple[st
     filler = Filler(ledger, args.sources, subjects, start)
     rows: list[tuple[str, str]] = []
     spent = filler.append(args.records, lambda i: start + i * step)
-    ledger.add_checkpoint(sign_checkpoint(signer, ledger.heads(), time.time_ns()))
+    sign_now(ledger, signer)
     n = args.records
     rows.append(("fill (OTLP decode + append)", f"{n / spent:,.0f} records/s"))
     if db is not None:
@@ -242,7 +254,7 @@ def bench(args: argparse.Namespace, db: str | None, keys: Path) -> list[tuple[st
     # The history goes in before a final checkpoint: verify wants checkpoints in signing order.
     ledger.delete_checkpoints([i for i, _ in ledger.iter_checkpoints()])
     seed_checkpoints(target, dense)
-    ledger.add_checkpoint(sign_checkpoint(signer, ledger.heads(), time.time_ns()))
+    sign_now(ledger, signer)
     # Alternate runs without and with the history (moved aside and back) and keep the best of
     # each: on a shared machine only figures taken side by side compare.
     best: dict[bool, tuple[float, float, float]] = {}
@@ -264,7 +276,7 @@ def bench(args: argparse.Namespace, db: str | None, keys: Path) -> list[tuple[st
     rows.append(("verify --jobs 2, dense checkpoints", f"{s:.2f} s, {rss:,.0f} MB peak RSS"))
     more = min(10_000, max(n // 10, 1))
     filler.append(more, lambda i: now + i)
-    ledger.add_checkpoint(sign_checkpoint(signer, ledger.heads(), time.time_ns()))
+    sign_now(ledger, signer)
     s, rss, cpu_text = run_cli(["verify", *where, *pub, "--state", str(state), "--from-checkpoint"])
     rows.append(
         (f"verify --from-checkpoint, {more:,} new", f"{s:.2f} s, {cpu_text} s CPU, {rss:,.0f} MB")

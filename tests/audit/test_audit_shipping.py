@@ -44,9 +44,9 @@ async def test_store_down_then_back_delivers_everything_once(
             await spool.append(make_record())
         await wait_until(lambda: shipper.health().delivered == 65, within=10, every=0.02)
         assert await spool.pending_count() == 0
-        assert store.ledger.count() == 65
+        assert await store.gate.run(lambda ledger: ledger.count()) == 65
         assert shipper.health().last_error is None
-        assert verify(store.ledger).ok
+        assert (await store.gate.run(verify)).ok
     finally:
         await shipper.close()
         await spool.close()
@@ -76,7 +76,7 @@ async def test_export_sent_twice_is_stored_once(
         for _ in range(2):
             response = await stub.Export(request, timeout=5)
             assert response.partial_success.rejected_spans == 0
-    assert store.ledger.count() == 2
+    assert await store.gate.run(lambda ledger: ledger.count()) == 2
 
 
 async def test_foreign_spans_are_ignored_and_bad_audit_spans_rejected(
@@ -93,7 +93,7 @@ async def test_foreign_spans_are_ignored_and_bad_audit_spans_rejected(
         status = await health.Check(health_pb2.HealthCheckRequest(service=TRACE_SERVICE))
     assert response.partial_success.rejected_spans == 1
     assert "source" in response.partial_success.error_message
-    assert store.ledger.count() == 1
+    assert await store.gate.run(lambda ledger: ledger.count()) == 1
     assert status.status == health_pb2.HealthCheckResponse.SERVING
 
 

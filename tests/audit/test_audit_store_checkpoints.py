@@ -57,7 +57,7 @@ async def test_idle_heads_are_signed_again_and_old_checkpoints_coarsened(
     monkeypatch.setattr(audit.store, "RESIGN_IDLE_NS", 0)
     store = await serve_store(_settings(tmp_path))
     assert await store.gate.checkpoint() is not None  # same heads, but the last one is old
-    kept = store.ledger.checkpoints()
+    kept = await store.gate.run(lambda ledger: ledger.checkpoints())
     await store.stop(grace=0)
     assert len(kept) == 2  # that day's last one, and the new one
     assert kept[0].created_ns == old + 4

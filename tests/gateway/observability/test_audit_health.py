@@ -92,7 +92,7 @@ async def test_audit_goes_not_serving_during_a_store_outage_and_comes_back(
             text = scrape(gateway.metrics.url)
             assert sample_total(text, "llmgw_audit_healthy") == 1
             assert sample_total(text, "llmgw_audit_oldest_unshipped_age_seconds") == 0
-            assert store.ledger.count() == 2
+            assert await store.gate.run(lambda ledger: ledger.count()) == 2
         finally:
             await store.stop(grace=0)
 
