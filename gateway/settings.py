@@ -66,6 +66,12 @@ class HttpSettings:
         doc="HOST:PORT (IP address) of the OpenAI-compatible HTTP door; null: no HTTP door",
         check=ip_listen,
     )
+    request_timeout_s: float = setting(
+        600.0,
+        doc="the deadline of every HTTP call (OpenAI clients send none): past it the call ends "
+        "with 504 `timeout`, audited as `deadline`, and its worker generation is cancelled",
+        check=positive,
+    )
 
 
 @dataclass(frozen=True, slots=True)

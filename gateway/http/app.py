@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ class OpenAIDoor:
         self._pipeline = pipeline
         self._authenticator = authenticator
         self._limits = pipeline.settings.server
+        self._timeout_s = pipeline.settings.http.request_timeout_s
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self._limits.max_request_bytes)
@@ -132,7 +134,7 @@ class OpenAIDoor:
             interface=OPENAI_HTTP,
             principal=principal,
             refusal=refusal,
-            deadline=None,
+            deadline=time.monotonic() + self._timeout_s,  # as a gRPC client's deadline
             peer=f"{request.remote or ''}",
             metadata=tuple(
                 (name, value)

@@ -219,3 +219,46 @@ async def test_failure_after_the_first_token_ends_the_stream_with_an_error_event
     assert error["type"] == "service_unavailable" and error["message"]
     [record] = await new_records(gateway, set())
     assert record.outcome is Outcome.ERROR and record.interface == "openai-http"
+
+
+async def test_a_call_past_the_http_deadline_ends_with_504_timeout_and_is_audited(
+    start_sim_worker: StartWorker,
+    start_test_gateway: StartGateway,
+    http_gateway: GatewayHandle,
+    mint: Callable[..., str],
+) -> None:
+    # 500 tokens at 20 ms each take 10 s; the door gives every call 0.5 s (http.request_timeout_s).
+    slow = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
+    settings = http_gateway.pipeline.settings
+    gateway = await start_test_gateway(
+        slow,
+        settings=replace(
+            settings,
+            data_dir=settings.data_dir.with_name("gw-deadline"),
+            http=replace(settings.http, request_timeout_s=0.5),
+        ),
+    )
+    assert gateway.http is not None
+    url = f"{gateway.http.base_url}/chat/completions"
+    body = {"model": MODEL, "messages": CHAT, "max_tokens": 500}
+    seen: set[str] = set()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {mint()}"}) as s:
+        started = time.monotonic()
+        async with s.post(url, json=body) as response:
+            assert response.status == 504
+            error = (await response.json())["error"]
+        assert error["type"] == "timeout" and error["message"]
+        assert time.monotonic() - started < 5
+        await wait_until(lambda: slow.engine.load().active == 0, within=2)
+        [record] = await new_records(gateway, seen)
+        assert record.outcome is Outcome.DEADLINE and record.interface == "openai-http"
+        seen.add(record.record_id)
+
+        async with s.post(url, json={**body, "stream": True}) as response:
+            assert response.status == 200  # tokens went out before the deadline passed
+            payloads = events(await response.read())
+    assert b"[DONE]" not in payloads
+    assert json.loads(payloads[-1])["error"]["type"] == "timeout"
+    await wait_until(lambda: slow.engine.load().active == 0, within=2)
+    [record] = await new_records(gateway, seen)
+    assert record.outcome is Outcome.DEADLINE and 0 < record.completion_tokens < 500
