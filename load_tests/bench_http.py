@@ -25,6 +25,7 @@ from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc as pb_grpc
 
 from load_tests import bench_common as bc
+from load_tests import procstat
 
 PROMPT = (
     "Summarise the ward round for the handover: two admissions, one discharge planned for "
@@ -66,8 +67,8 @@ async def measure(
 
 
 async def run(args: argparse.Namespace) -> list[tuple[str, Tally]]:
-    gateway_cpus, other_cpus = bc.cpu_sets()
-    bc.pin(0, other_cpus)
+    gateway_cpus, other_cpus = procstat.cpu_sets()
+    procstat.pin(0, other_cpus)
     children: list[bc.Child] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-http-"))
     http_port = bc.free_port()

@@ -20,6 +20,7 @@ from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc as pb_grpc
 
 from load_tests import bench_common as bc
+from load_tests import procstat
 
 MB = 1024 * 1024
 CHANNELS = 8  # several HTTP/2 connections, as many clients would open
@@ -54,7 +55,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             redis_url=redis_url,
         )
         children.append(stack.child)
-        idle = bc.rss_bytes(stack.child.pid)
+        idle = procstat.rss_bytes(stack.child.pid)
         # Enough tokens that no stream ends before the run does.
         max_tokens = int(args.seconds * 1000 / args.itl_ms) + 100
         request = pb.GenerateStreamRequest(
@@ -92,16 +93,16 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 _raise_first_failure(tasks)
                 raise RuntimeError(f"only {first_token} of {args.streams} streams started")
             await asyncio.sleep(0.1)
-        open_rss = bc.rss_bytes(stack.child.pid)
+        open_rss = procstat.rss_bytes(stack.child.pid)
         samples: list[tuple[float, int]] = []
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < args.seconds:
             if any(t.done() for t in tasks):
                 _raise_first_failure(tasks)
                 raise RuntimeError("a stream ended before the run did")
-            samples.append((elapsed, bc.rss_bytes(stack.child.pid)))
+            samples.append((elapsed, procstat.rss_bytes(stack.child.pid)))
             await asyncio.sleep(args.interval)
-        samples.append((time.monotonic() - started, bc.rss_bytes(stack.child.pid)))
+        samples.append((time.monotonic() - started, procstat.rss_bytes(stack.child.pid)))
         window = min(60.0, args.seconds / 2)
         early = [r for t, r in samples if t <= window]
         late = [r for t, r in samples if t >= samples[-1][0] - window]

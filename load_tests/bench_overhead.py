@@ -27,6 +27,7 @@ from llmgateway.worker.v1 import worker_pb2 as wpb
 from llmgateway.worker.v1 import worker_pb2_grpc as wpb_grpc
 
 from load_tests import bench_common as bc
+from load_tests import procstat
 
 PROMPT = (
     "Summarise the ward round for the handover: two admissions, one discharge planned for "
@@ -93,8 +94,8 @@ async def measure(
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
-    gateway_cpus, other_cpus = bc.cpu_sets()
-    bc.pin(0, other_cpus)
+    gateway_cpus, other_cpus = procstat.cpu_sets()
+    procstat.pin(0, other_cpus)
     children: list[bc.Child] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     try:

@@ -22,6 +22,7 @@ from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc as pb_grpc
 
 from load_tests import bench_common as bc
+from load_tests import procstat
 from load_tests.bench_overhead import PROMPT
 
 
@@ -67,7 +68,7 @@ async def measure(
 def _serving_processes(pid: int) -> int:
     """Gateway processes serving calls: the spawned children, or the process itself."""
     spawned = 0
-    for child in bc.tree_pids(pid)[1:]:
+    for child in procstat.tree_pids(pid)[1:]:
         try:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:

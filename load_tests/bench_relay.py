@@ -24,6 +24,7 @@ from llmgateway.worker.v1 import worker_pb2 as wpb
 from llmgateway.worker.v1 import worker_pb2_grpc as wpb_grpc
 
 from load_tests import bench_common as bc
+from load_tests import procstat
 
 PROMPT = "Write the discharge letter for the general practitioner."
 
@@ -97,8 +98,8 @@ async def measure(
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
-    gateway_cpus, other_cpus = bc.cpu_sets()
-    bc.pin(0, other_cpus)
+    gateway_cpus, other_cpus = procstat.cpu_sets()
+    procstat.pin(0, other_cpus)
     children: list[bc.Child] = []
     try:
         redis, redis_url = bc.start_redis(other_cpus)
