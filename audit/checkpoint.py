@@ -40,8 +40,9 @@ class Checkpoint:
 
     @property
     def link(self) -> str:
-        """SHA-256 of the signed payload: what the next checkpoint names as its `prev`."""
-        return hashlib.sha256(self.payload.encode()).hexdigest()
+        """What the next checkpoint names as its `prev`: SHA-256 of payload and signature, so a
+        change to either breaks the link (the signature is hex, so the newline is unambiguous)."""
+        return hashlib.sha256(f"{self.payload}\n{self.signature}".encode()).hexdigest()
 
     def to_json(self) -> str:
         return json.dumps(

@@ -64,6 +64,9 @@ def _cp_problem(cp: Checkpoint, why: str) -> Problem:
 
 
 _Heads = dict[str, tuple[int, str]]
+# A run is checked (its last signature) at the latest after this many checkpoints, so that memory
+# stays bounded on a history that coarsening never thinned: ~4 MB held, one signature per 1,024.
+MAX_RUN = 1024
 
 
 def _parse(cp: Checkpoint) -> tuple[_Heads, object] | str:
@@ -135,9 +138,9 @@ def _record(
 class _Runs:
     """Checks the signatures of checkpoints linked by `prev` with one check per run of links.
 
-    A checkpoint whose signed `prev` is the SHA-256 of the payload before it is vouched for by
-    its own signature over that hash; so a valid signature on the last of an unbroken run proves
-    every payload in it. A run ends where a link does not match (an edited, inserted or removed
+    A checkpoint's signed `prev` is the hash of the checkpoint before it (payload and
+    signature), so a valid signature on the last of an unbroken run proves every checkpoint in
+    it. A run ends where a link does not match (an edited, inserted or removed
     checkpoint, coarsening, one signed before links existed): the checkpoint before the break is
     then checked on its own signature. Anything irregular, and every member of a run whose last
     signature fails, is checked alone, so each bad checkpoint is still named. With
@@ -165,6 +168,8 @@ class _Runs:
             self.settle()
         self.run.append((cp, heads))
         self.run_link = cp.link
+        if len(self.run) >= MAX_RUN:
+            self.settle()  # the next one still links here and starts a run of its own
 
     def settle(self) -> None:
         """Check the run's last signature; record the run, or check each member alone."""

@@ -1,9 +1,9 @@
 """Linked checkpoints: one signature check per run of links, and each break checked alone.
 
-A checkpoint names the one signed before it (`prev`, the SHA-256 of its payload), so a valid
-signature on the last of a run proves every payload before it. Whatever breaks a link (an
-edited or forged checkpoint, coarsening, checkpoints signed before links existed) ends the run,
-and the checkpoint before the break is checked on its own signature.
+A checkpoint names the one signed before it (`prev`, the SHA-256 of its payload and signature),
+so a valid signature on the last of a run proves every checkpoint before it. Whatever breaks a
+link (an edited or forged checkpoint, coarsening, checkpoints signed before links existed) ends
+the run, and the checkpoint before the break is checked on its own signature.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import audit.verify
 from audit.checkpoint import Checkpoint, sign_checkpoint
 from audit.cli import main
 from audit.settings import AuditStoreSettings
@@ -133,18 +134,21 @@ def test_a_forged_checkpoint_linked_into_the_run_is_caught(
     assert result.newest == genuine[-1]  # the genuine ones still count
 
 
-def test_signature_bytes_of_a_vouched_checkpoint_are_checked_only_when_asked(
-    tmp_path: Path, make_record: MakeRecord
+@pytest.mark.parametrize("column", ["payload", "signature"])
+def test_any_change_to_a_checkpoint_inside_a_run_breaks_its_link(
+    tmp_path: Path, make_record: MakeRecord, column: str
 ) -> None:
-    """Its payload is proved by the link from the next one; its own signature is redundant."""
+    """The link hashes payload and signature: the next checkpoint no longer names the changed
+    one, which is then checked on its own signature and named."""
     path = tmp_path / "l.db"
     _history(path, make_record)
     second = _checkpoints(path)[1]
+    changed = second.payload.replace('"heads"', '"heads" ', 1) if column == "payload" else "00" * 64
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE checkpoints SET signature = ? WHERE id = 2", ("00" * 64,))
-    assert _verify(path).ok
-    every = _verify(path, all_signatures=True)
-    assert _named(every) == [f"checkpoint {second.created_ns}: bad signature"]
+        conn.execute(f"UPDATE checkpoints SET {column} = ? WHERE id = 2", (changed,))
+    result = _verify(path)
+    assert _named(result) == [f"checkpoint {second.created_ns}: bad signature"]
+    assert result.signatures == 1 + 2 + 1  # run [1, 2] fails, so 1 and 2 alone; then [3..6]
 
 
 def test_a_coarsened_history_verifies_one_signature_per_run(
@@ -180,3 +184,17 @@ def test_cli_counts_and_can_check_every_signature(
     assert "6 checkpoint(s), 1 signature(s) checked" in capsys.readouterr().out
     assert main([*base, "--all-signatures"]) == 0
     assert "6 checkpoint(s), 6 signature(s) checked" in capsys.readouterr().out
+
+
+def test_a_long_run_is_checked_in_bounded_pieces(
+    tmp_path: Path, make_record: MakeRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory holds at most MAX_RUN checkpoints' heads: a long run costs a signature per piece."""
+    monkeypatch.setattr(audit.verify, "MAX_RUN", 4)
+    path = tmp_path / "l.db"
+    _history(path, make_record, n=10)
+    result = _verify(path)
+    assert result.ok and (result.checkpoints, result.signatures) == (10, 3)  # 4 + 4 + 2
+    with sqlite3.connect(path) as conn:  # a forgery inside the second piece is still named
+        conn.execute("UPDATE checkpoints SET signature = ? WHERE id = 6", ("00" * 64,))
+    assert len(_named(_verify(path))) == 1

@@ -34,6 +34,7 @@ REPLACEABLE = frozenset(
     {
         "data_dir",
         "server.listen",
+        "http.listen",
         "auth.jwks_file",
         "auth.mtls.server_cert_file",
         "auth.mtls.server_key_file",
@@ -192,11 +193,12 @@ async def start_worker(pki: Pki, log: Path) -> tuple[asyncio.subprocess.Process,
 
 @dataclass
 class Replica:
-    """One `llm-gateway serve` (a pod): its client port, probe port and combined log."""
+    """One `llm-gateway serve` (a pod): its client ports (gRPC, OpenAI HTTP), probe port, log."""
 
     name: str
     process: asyncio.subprocess.Process
     port: int
+    http_port: int
     metrics_port: int
     log: Path
 
@@ -243,5 +245,6 @@ async def start_replica(name: str, config: dict[str, Any], directory: Path) -> R
             env=env, stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=directory,
         )  # fmt: skip
     port = int(config["server"]["listen"].rpartition(":")[2])
+    http_port = int(config["http"]["listen"].rpartition(":")[2])
     metrics_port = int(config["metrics"]["listen"].rpartition(":")[2])
-    return Replica(name, process, port, metrics_port, log)
+    return Replica(name, process, port, http_port, metrics_port, log)

@@ -259,3 +259,22 @@ def test_images_are_pinned_to_a_tag(rendered: list[Resource]) -> None:
         for ctr in pod["containers"]:
             name, _, tag = ctr["image"].rpartition(":")
             assert name and tag and tag != "latest", ctr["image"]
+
+
+def test_every_client_listener_is_declared_served_and_open(
+    rendered: list[Resource], gateway_config: dict[str, Any]
+) -> None:
+    """server.listen and http.listen are container ports, in the client Service, and open in the
+    gateway's ingress NetworkPolicy (default deny drops the rest); metrics.listen is declared."""
+    _, ctr = container(rendered, "StatefulSet", "llm-gateway")
+    declared = {p["containerPort"]: p["name"] for p in ctr["ports"]}
+    resources = by_kind_and_name(rendered)
+    targets = {p["targetPort"] for p in resources[("Service", "llm-gateway")]["spec"]["ports"]}
+    ingress = resources[("NetworkPolicy", "llm-gateway")]["spec"]["ingress"]
+    open_to_clients = {p["port"] for rule in ingress if "from" not in rule for p in rule["ports"]}
+    for section in ("server", "http"):
+        port = int(gateway_config[section]["listen"].rpartition(":")[2])
+        assert port in declared, f"{section}.listen {port}: not a container port"
+        assert declared[port] in targets, f"{section}.listen {port}: not in Service llm-gateway"
+        assert port in open_to_clients, f"{section}.listen {port}: ingress policy drops it"
+    assert int(gateway_config["metrics"]["listen"].rpartition(":")[2]) in declared

@@ -1,14 +1,16 @@
 """The shipped production configuration, run on loopback: 2 replicas x 2 processes, end to end.
 
 deploy/gateway.yaml is rendered with only its addresses, paths and key files replaced (mTLS on the
-client port with a CA made here, Redis over TLS, the PostgreSQL audit store over TLS, 2 simulated
-workers over mutual TLS, JWKS from a file) and each replica runs as `llm-gateway serve`.
+client ports, gRPC and the OpenAI door, with a CA made here, Redis over TLS, the PostgreSQL audit
+store over TLS, 2 simulated workers over mutual TLS, JWKS from a file) and each replica runs as
+`llm-gateway serve`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import openai
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
+from openai.types.chat import ChatCompletion
 from prometheus_client.parser import text_string_to_metric_families
 
 from audit.ledger import Ledger, QueryFilter
@@ -109,6 +113,7 @@ async def deployment(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[Deploym
                 {
                     "data_dir": str(home / "data"),
                     "server.listen": f"127.0.0.1:{free_port()}",
+                    "http.listen": f"127.0.0.1:{free_port()}",
                     "auth.jwks_file": str(tmp_path / "jwks.json"),
                     "auth.mtls.server_cert_file": tls("gateway.crt"),
                     "auth.mtls.server_key_file": tls("gateway.key"),
@@ -174,6 +179,31 @@ async def generate(deployment: Deployment, replica: Replica, subject: str) -> No
     async with channel(deployment, replica) as ch:
         stub = gateway_pb2_grpc.InferenceServiceStub(ch)
         await stub.Generate(request(4), metadata=bearer(deployment, subject), timeout=30)
+
+
+async def openai_chat(
+    deployment: Deployment, replica: Replica, subject: str, *, with_certificate: bool
+) -> ChatCompletion:
+    """One chat completion through the replica's OpenAI door with the official client."""
+    context = ssl.create_default_context(cafile=deployment.pki.path("internal-ca.crt"))
+    if with_certificate:
+        context.load_cert_chain(deployment.pki.path("alice.crt"), deployment.pki.path("alice.key"))
+    async with (
+        openai.DefaultAsyncHttpxClient(verify=context) as http,
+        openai.AsyncOpenAI(
+            base_url=f"https://127.0.0.1:{replica.http_port}/v1",
+            api_key=deployment.idp.token(subject),
+            http_client=http,
+            max_retries=0,
+            timeout=30,
+        ) as client,
+    ):
+        return await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Summarise the ward round"}],
+            max_tokens=4,
+            extra_body={"classification": "internal"},
+        )
 
 
 async def stream_through_sigterm(
@@ -279,6 +309,15 @@ async def test_production_shape_on_loopback(deployment: Deployment) -> None:
     after = deployment.ledger.query(QueryFilter())
     assert alice not in {r["subject"] for r in after}
     assert sum(r["subject"] == "(erased)" for r in after) == by_subject["alice"]
+
+    # The OpenAI door of each replica, under the same mutual TLS: the official client gets an
+    # answer with a certificate from the clients' CA, and no TLS session without one.
+    for replica in replicas:
+        answer = await openai_chat(deployment, replica, "carol", with_certificate=True)
+        assert answer.choices[0].message.content and answer.usage is not None
+        with pytest.raises(openai.APIConnectionError):
+            await openai_chat(deployment, replica, "carol", with_certificate=False)
+    total += len(replicas)
 
     # SIGTERM with streams in flight: every process drains, nothing lost.
     streams = []
