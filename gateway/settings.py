@@ -48,6 +48,13 @@ class ServerSettings:
     default_max_tokens: int = setting(
         256, doc="max_tokens of a request that sets none", check=positive
     )
+    default_deadline_s: float = setting(
+        600.0,
+        doc="the deadline of a call that brings none (every HTTP call, a gRPC call without "
+        "one): past it the call ends DEADLINE_EXCEEDED (HTTP 504), audited as `deadline`, and its "
+        "worker generation is cancelled, so a hung worker cannot hold a call and its lease forever",
+        check=positive,
+    )
     processes: int = setting(
         1, doc="gateway processes sharing the port (SO_REUSEPORT), one per core", check=positive
     )
@@ -65,12 +72,6 @@ class HttpSettings:
         None,
         doc="HOST:PORT (IP address) of the OpenAI-compatible HTTP door; null: no HTTP door",
         check=ip_listen,
-    )
-    request_timeout_s: float = setting(
-        600.0,
-        doc="the deadline of every HTTP call (OpenAI clients send none): past it the call ends "
-        "with 504 `timeout`, audited as `deadline`, and its worker generation is cancelled",
-        check=positive,
     )
 
 

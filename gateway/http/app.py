@@ -38,7 +38,7 @@ class OpenAIDoor:
         self._pipeline = pipeline
         self._authenticator = authenticator
         self._limits = pipeline.settings.server
-        self._timeout_s = pipeline.settings.http.request_timeout_s
+        self._deadline_s = pipeline.settings.server.default_deadline_s
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self._limits.max_request_bytes)
@@ -134,7 +134,7 @@ class OpenAIDoor:
             interface=OPENAI_HTTP,
             principal=principal,
             refusal=refusal,
-            deadline=time.monotonic() + self._timeout_s,  # as a gRPC client's deadline
+            deadline=time.monotonic() + self._deadline_s,  # HTTP brings none
             peer=f"{request.remote or ''}",
             metadata=tuple(
                 (name, value)

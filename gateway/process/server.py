@@ -191,7 +191,12 @@ async def start_gateway(settings: GatewaySettings) -> GatewayHandle:
         ],
     )
     authenticator = Authenticator(verifier, mtls=settings.auth.mtls)
-    server.add_generic_rpc_handlers((build_call_stack(InferenceServicer(pipeline), authenticator),))
+    stack = build_call_stack(
+        InferenceServicer(pipeline),
+        authenticator,
+        default_deadline_s=settings.server.default_deadline_s,
+    )
+    server.add_generic_rpc_handlers((stack,))
     health_servicer = health.aio.HealthServicer()
     # Open without a token: guarded too, so that junk bodies cannot flood the log.
     add_guarded(health_pb2_grpc.add_HealthServicer_to_server, health_servicer, server)

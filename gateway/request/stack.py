@@ -57,14 +57,17 @@ class Servicer(Protocol):
     ) -> pb.ListModelsResponse: ...
 
 
-def build_call_stack(servicer: Servicer, authenticator: Authenticator) -> grpc.GenericRpcHandler:
-    """The InferenceService's method handlers with every layer a call passes through."""
+def build_call_stack(
+    servicer: Servicer, authenticator: Authenticator, *, default_deadline_s: float
+) -> grpc.GenericRpcHandler:
+    """The InferenceService's method handlers with every layer a call passes through (a call
+    without a deadline gets `default_deadline_s`)."""
 
     def unary(
         method: Callable[[Req, CallContext, Context], Awaitable[Resp]],
     ) -> Callable[[Req, Context], Awaitable[Resp | None]]:
         async def behaviour(request: Req, context: Context) -> Resp | None:
-            call = open_call(context, authenticator)
+            call = open_call(context, authenticator, default_deadline_s)
             try:
                 return await method(request, call, context)
             except GatewayError as err:
@@ -81,7 +84,7 @@ def build_call_stack(servicer: Servicer, authenticator: Authenticator) -> grpc.G
         method: Callable[[Req, CallContext, Context], AsyncIterator[Resp]],
     ) -> Callable[[Req, Context], AsyncIterator[Resp]]:
         async def behaviour(request: Req, context: Context) -> AsyncIterator[Resp]:
-            call = open_call(context, authenticator)
+            call = open_call(context, authenticator, default_deadline_s)
             try:
                 async for response in method(request, call, context):
                     yield response
@@ -114,8 +117,11 @@ def build_call_stack(servicer: Servicer, authenticator: Authenticator) -> grpc.G
     return grpc.method_handlers_generic_handler(PUBLIC_SERVICE, handlers)
 
 
-def open_call(context: Context, authenticator: Authenticator) -> CallContext:
-    """The call context of a gRPC call: authentication runs here, its failure is kept."""
+def open_call(
+    context: Context, authenticator: Authenticator, default_deadline_s: float
+) -> CallContext:
+    """The call context of a gRPC call: authentication runs here, its failure is kept; a call
+    without a deadline gets `default_deadline_s`."""
     metadata = tuple(context.invocation_metadata() or ())
     remaining = context.time_remaining()
     authorization = [value for key, value in metadata if key == "authorization"]
@@ -134,7 +140,7 @@ def open_call(context: Context, authenticator: Authenticator) -> CallContext:
         interface=GRPC,
         principal=principal,
         refusal=refusal,
-        deadline=None if remaining is None else time.monotonic() + remaining,
+        deadline=time.monotonic() + (default_deadline_s if remaining is None else remaining),
         peer=context.peer() or "",
         metadata=metadata,
     )

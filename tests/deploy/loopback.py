@@ -198,9 +198,9 @@ class Replica:
     name: str
     process: asyncio.subprocess.Process
     port: int
-    http_port: int
     metrics_port: int
     log: Path
+    http_port: int | None = None
 
     def http(self, path: str) -> tuple[int, str]:
         url = f"http://127.0.0.1:{self.metrics_port}{path}"
@@ -247,4 +247,4 @@ async def start_replica(name: str, config: dict[str, Any], directory: Path) -> R
     port = int(config["server"]["listen"].rpartition(":")[2])
     http_port = int(config["http"]["listen"].rpartition(":")[2])
     metrics_port = int(config["metrics"]["listen"].rpartition(":")[2])
-    return Replica(name, process, port, http_port, metrics_port, log)
+    return Replica(name, process, port, metrics_port, log, http_port)

@@ -185,6 +185,7 @@ async def openai_chat(
     deployment: Deployment, replica: Replica, subject: str, *, with_certificate: bool
 ) -> ChatCompletion:
     """One chat completion through the replica's OpenAI door with the official client."""
+    assert replica.http_port is not None
     context = ssl.create_default_context(cafile=deployment.pki.path("internal-ca.crt"))
     if with_certificate:
         context.load_cert_chain(deployment.pki.path("alice.crt"), deployment.pki.path("alice.key"))

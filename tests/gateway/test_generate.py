@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from llmgateway.v1 import gateway_pb2 as pb
 
-from tests.helpers import ChannelTo, StartGateway, StartWorker, wait_until
+from audit.record import Outcome
+from gateway.auth.devkeys import dev_auth_settings
+from tests.helpers import ChannelTo, StartGateway, StartWorker, gateway_settings, wait_until
 from tests.support.rpc_status import rich_status
 from workers.sim import SimConfig
 
@@ -172,6 +176,39 @@ async def test_deadline_exceeded_frees_the_worker_slot(
             await stub.Generate(unary(sampling=pb.SamplingParams(max_tokens=200)), timeout=0.3)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await wait_until(lambda: worker.engine.load().active == 0, within=0.2)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_a_call_without_a_deadline_gets_the_default_one(
+    start_sim_worker: StartWorker,
+    start_test_gateway: StartGateway,
+    channel_to: ChannelTo,
+    data_dir: Path,
+    streaming: bool,
+) -> None:
+    """server.default_deadline_s bounds a call whose client set none: a hung or slow worker
+    cannot hold the call, its concurrency lease and its worker slot for ever."""
+    worker = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
+    settings = gateway_settings(data_dir / "gw", auth=dev_auth_settings(data_dir))
+    settings = replace(settings, server=replace(settings.server, default_deadline_s=0.5))
+    gateway = await start_test_gateway(worker, settings=settings)
+    big = pb.SamplingParams(max_tokens=500)  # 10 s of tokens
+    started = time.monotonic()
+    async with channel_to(gateway) as channel:
+        from llmgateway.v1 import gateway_pb2_grpc
+
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            if streaming:
+                async for _ in stub.GenerateStream(request(sampling=big)):
+                    pass
+            else:
+                await stub.Generate(unary(sampling=big))
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 5
+    await wait_until(lambda: worker.engine.load().active == 0, within=1)
+    [record] = await gateway.pipeline.audit.spool.pending(10)
+    assert record.outcome is Outcome.DEADLINE
 
 
 async def test_client_cancel_stops_the_worker_within_100ms(

@@ -83,7 +83,8 @@ async def start_server() -> AsyncIterator[StartServer]:
         await verifier.start()
         server = grpc.aio.server(options=options or [])
         authenticator = Authenticator(verifier, mtls=settings.mtls)
-        server.add_generic_rpc_handlers((build_call_stack(EchoPrincipalServicer(), authenticator),))
+        stack = build_call_stack(EchoPrincipalServicer(), authenticator, default_deadline_s=600)
+        server.add_generic_rpc_handlers((stack,))
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
         if credentials is None:
             port = server.add_insecure_port("127.0.0.1:0")

@@ -227,7 +227,7 @@ async def test_a_call_past_the_http_deadline_ends_with_504_timeout_and_is_audite
     http_gateway: GatewayHandle,
     mint: Callable[..., str],
 ) -> None:
-    # 500 tokens at 20 ms each take 10 s; the door gives every call 0.5 s (http.request_timeout_s).
+    # 500 tokens at 20 ms each take 10 s; HTTP calls get server.default_deadline_s, here 0.5 s.
     slow = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
     settings = http_gateway.pipeline.settings
     gateway = await start_test_gateway(
@@ -235,7 +235,7 @@ async def test_a_call_past_the_http_deadline_ends_with_504_timeout_and_is_audite
         settings=replace(
             settings,
             data_dir=settings.data_dir.with_name("gw-deadline"),
-            http=replace(settings.http, request_timeout_s=0.5),
+            server=replace(settings.server, default_deadline_s=0.5),
         ),
     )
     assert gateway.http is not None
