@@ -2,13 +2,22 @@
 -- Mirrors MemoryLimiter.complete_now. KEYS: the lease keys returned by admit.lua (KEYS[1] is
 -- the reservation record). ARGV: now_ms, request_id, used_tokens, reservation_ttl_ms.
 -- Reply: reconciled | already_done | expired.
+-- With no reservation record, it leaves a done one behind (a tombstone until the reservation TTL):
+-- an admission whose reply was lost may still reach Redis after its release (each on its own
+-- connection: a resent segment after a partition, a paused server reading its sockets in any
+-- order), and admit.lua refuses a request id it finds done, so that late admission charges nothing
+-- and holds no lease.
 local now = tonumber(ARGV[1])
 local rid = ARGV[2]
 local used = tonumber(ARGV[3])
 local res_ttl = tonumber(ARGV[4])
 
 local r = redis.call('HMGET', KEYS[1], 'held', 'reserved', 'expires', 'charges')
-if not r[1] then return 'expired' end
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'held', '0', 'used', used)
+  redis.call('PEXPIRE', KEYS[1], res_ttl)
+  return 'expired'
+end
 if r[1] == '0' then return 'already_done' end
 local charges = cjson.decode(r[4])
 local result = 'reconciled'

@@ -269,8 +269,10 @@ class RedisLimiter:
             backend=Backend.REDIS,
             keys=keys,
         )
-        # A few spaced tries; completing a reservation that never happened changes nothing.
-        self._retry_later(lease, 0, 3)
+        # As many tries as a completion gets: the script may still reach Redis late (TCP resends
+        # it once a partition heals). A release that lands first leaves a done record that
+        # refuses the late admission (complete.lua), so one successful try settles it either way.
+        self._retry_later(lease, 0, self._completion_tries)
 
     def _retry_later(self, lease: Lease, used_tokens: int, tries: int) -> None:
         if len(self._orphans) >= _ORPHAN_RELEASE_LIMIT:

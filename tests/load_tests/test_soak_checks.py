@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
 
+from audit.sqlite_ledger import SqliteLedger
 from load_tests import soak, soak_stack
 from tests.support.redis_server import RedisServer
 
@@ -69,3 +73,43 @@ async def test_a_data_dir_with_state_is_refused(tmp_path: Path) -> None:
     (tmp_path / "audit.db").write_bytes(b"an earlier run")
     with pytest.raises(ValueError, match="not empty"):
         await soak.run_soak(1.0, data_dir=tmp_path)
+
+
+async def test_the_checks_wait_for_a_late_completion_and_no_longer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The 60 s soak in CI failed once with a Redis pause that ended with the load: a completion
+    # the gateway was still retrying (every 1 s) was reported as a leaked lease and its unused
+    # tokens as overcharged. The checks now give such completions SETTLE_S to land.
+    base = f"llmgw:{{dept:{soak_stack.DEPARTMENT}}}"
+    ledger = SqliteLedger(tmp_path / "audit.db")
+    ledger.close()  # an empty ledger: nothing delivered
+    stack: Any = SimpleNamespace(ledger=tmp_path / "audit.db")
+    run = soak.Soak(stack, 60, 10.0, random.Random(0))
+    monkeypatch.setattr(soak, "SETTLE_S", 2.0)
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            # Admitted and charged 66 tokens; its completion has not landed yet.
+            client.hset(f"{base}:d:day", "u", 66)
+            client.zadd(f"{base}:d:streams", {"late": 1})
+            client.hset(f"{base}:res:late", mapping={"held": 1, "reserved": 66})
+
+            async def complete_late() -> None:
+                await asyncio.sleep(0.8)  # as complete.lua does: refund, release, mark used
+                client.hset(f"{base}:d:day", "u", 0)
+                client.zrem(f"{base}:d:streams", "late")
+                client.hset(f"{base}:res:late", mapping={"held": 0, "used": 0})
+
+            landing = asyncio.create_task(complete_late())
+            tokens, leases = await soak._settled(run, client)
+            await landing
+            assert tokens.ok and leases.ok
+
+            client.hset(f"{base}:res:stuck", mapping={"held": 1, "reserved": 5})  # never lands
+            started = time.monotonic()
+            tokens, leases = await soak._settled(run, client)
+            assert not leases.ok and "1 reservations never completed" in leases.detail
+            assert 2.0 <= time.monotonic() - started < 5.0
+        finally:
+            client.close()

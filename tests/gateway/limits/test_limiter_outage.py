@@ -10,7 +10,8 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.limits import Admission, AdmissionDecision, Backend, Completion, RedisLimiter
+from gateway.limits import Admission, AdmissionDecision, Backend, Completion, Lease, RedisLimiter
+from gateway.limits.checks import plan, reservation_key
 from policy.limits import DepartmentLimits, FailureMode, Limit, LimitSet
 from tests.gateway.limits.conftest import redis_settings
 from tests.support.redis_server import BUSY_SCRIPT, RedisServer, resp
@@ -187,4 +188,30 @@ async def test_completion_that_fails_is_retried_and_frees_the_lease(
             break
     else:
         pytest.fail("the lease of the failed completion was never released")
+    await limiter.close()
+
+
+async def test_a_release_that_lands_first_refuses_the_late_admission(
+    redis_server: RedisServer,
+) -> None:
+    """complete.lua leaves a done record for a request id it does not know, so an admission
+    whose reply was lost and that reaches Redis after its release charges nothing."""
+    limiter = make(redis_server, decision_timeout_s=2.0, socket_timeout_s=2.0)
+    dept = DepartmentLimits(
+        "late", LimitSet(concurrent_streams=Limit(1, 0)), failure_mode=FailureMode.CLOSED
+    )
+    admission = Admission(uuid.uuid4().hex, dept.department, "u", 10, dept)
+    now, prefix = int(time.time() * 1000), redis_settings(redis_server).key_prefix
+    keys = (
+        reservation_key(prefix, dept.department, admission.request_id),
+        *(c.key for c in plan(admission, prefix, now)),
+    )
+    release = Lease(admission.request_id, dept.department, "u", 10, Backend.REDIS, keys)
+    assert await limiter.complete(release, 0) is Completion.EXPIRED  # nothing to release yet
+    late = await limiter.admit(admission)  # the lost admission arrives after its release
+    assert not late.allowed and late.violated == "request.duplicate_id"
+    other = await limiter.admit(Admission(uuid.uuid4().hex, dept.department, "u", 10, dept))
+    assert other.allowed  # the one stream slot was not taken by the late admission
+    assert other.lease is not None
+    await limiter.complete(other.lease, 0)
     await limiter.close()
