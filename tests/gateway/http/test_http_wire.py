@@ -16,6 +16,7 @@ from audit.record import Outcome
 from gateway.process.server import GatewayHandle
 from tests.gateway.http.httpkit import MODEL, new_records
 from tests.helpers import StartGateway, StartWorker, wait_until
+from workers.server import WorkerHandle
 from workers.sim import SimConfig
 
 CHAT = [{"role": "user", "content": "Summarise the ward round"}]
@@ -26,6 +27,25 @@ async def session(mint: Callable[..., str]) -> AsyncIterator[aiohttp.ClientSessi
     headers = {"Authorization": f"Bearer {mint()}"}
     async with aiohttp.ClientSession(headers=headers) as s:
         yield s
+
+
+async def on_a_slow_worker(
+    start_sim_worker: StartWorker,
+    start_test_gateway: StartGateway,
+    http_gateway: GatewayHandle,
+    name: str,
+    **server: Any,
+) -> tuple[WorkerHandle, GatewayHandle]:
+    """A second gateway, with the fixture's settings (`server` fields changed) and its own data
+    directory, on a worker that takes 20 ms a token."""
+    slow = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
+    settings = http_gateway.pipeline.settings
+    settings = replace(
+        settings,
+        data_dir=settings.data_dir.with_name(name),
+        server=replace(settings.server, **server),
+    )
+    return slow, await start_test_gateway(slow, settings=settings)
 
 
 def events(raw: bytes) -> list[bytes]:
@@ -156,11 +176,8 @@ async def test_disconnect_cancels_the_generation(
     base_url: str,
     mint: Callable[..., str],
 ) -> None:
-    slow = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
-    # A second gateway on the slow worker: the fixture's settings with its own data directory.
-    settings = http_gateway.pipeline.settings
-    gateway = await start_test_gateway(
-        slow, settings=replace(settings, data_dir=settings.data_dir.with_name("gw-slow"))
+    slow, gateway = await on_a_slow_worker(
+        start_sim_worker, start_test_gateway, http_gateway, "gw-slow"
     )
     assert gateway.http is not None
     seen = {r.record_id for r in await gateway.pipeline.audit.spool.pending(10_000)}
@@ -195,10 +212,8 @@ async def test_failure_after_the_first_token_ends_the_stream_with_an_error_event
     http_gateway: GatewayHandle,
     mint: Callable[..., str],
 ) -> None:
-    slow = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
-    settings = http_gateway.pipeline.settings
-    gateway = await start_test_gateway(
-        slow, settings=replace(settings, data_dir=settings.data_dir.with_name("gw-failing"))
+    slow, gateway = await on_a_slow_worker(
+        start_sim_worker, start_test_gateway, http_gateway, "gw-failing"
     )
     assert gateway.http is not None
     body = {"model": MODEL, "messages": CHAT, "max_tokens": 500, "stream": True}
@@ -228,15 +243,8 @@ async def test_a_call_past_the_http_deadline_ends_with_504_timeout_and_is_audite
     mint: Callable[..., str],
 ) -> None:
     # 500 tokens at 20 ms each take 10 s; HTTP calls get server.default_deadline_s, here 0.5 s.
-    slow = await start_sim_worker(SimConfig(time_to_first_token_ms=5, inter_token_latency_ms=20))
-    settings = http_gateway.pipeline.settings
-    gateway = await start_test_gateway(
-        slow,
-        settings=replace(
-            settings,
-            data_dir=settings.data_dir.with_name("gw-deadline"),
-            server=replace(settings.server, default_deadline_s=0.5),
-        ),
+    slow, gateway = await on_a_slow_worker(
+        start_sim_worker, start_test_gateway, http_gateway, "gw-deadline", default_deadline_s=0.5
     )
     assert gateway.http is not None
     url = f"{gateway.http.base_url}/chat/completions"
