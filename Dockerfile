@@ -33,9 +33,10 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /var/lib/llm-gateway
-# 50051: client gRPC (mutual TLS in production). 9464: plaintext health and metrics
-# (`metrics.listen`; GET /healthz, /readyz, /metrics) for the kubelet and Prometheus.
-EXPOSE 50051 9464
+# 50051: client gRPC and 8443: the OpenAI-compatible HTTP door (`http.listen`), both mutual TLS
+# in production. 9464: plaintext health and metrics (`metrics.listen`; GET /healthz, /readyz,
+# /metrics) for the kubelet and Prometheus.
+EXPOSE 50051 8443 9464
 # Readiness over the plaintext health port: a TLS-only client port cannot be probed in plaintext.
 # (The audit store run from this image has no such port; Kubernetes probes it by TCP instead.)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
