@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -108,16 +107,6 @@ class RedisServer:
             self._process.kill()
         self._process.wait(timeout=10)
         self._process = None
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open and commands queue up, to run on `resume` (a stalled VM,
-        a long GC pause, the soak's fault)."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGCONT)
 
     def ping(self) -> bool:
         """True if the server answers PING right now (PONG, or NOAUTH when it wants a password)."""
