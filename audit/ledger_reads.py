@@ -42,12 +42,10 @@ _SCAN_SQL = (
 )
 
 
-class LedgerReads:
-    """Reads that stream: memory stays bounded whatever the ledger's size.
-
-    Mixed into `SqlLedger`; `_x` runs SQL with `?` placeholders and `_stream` iterates a query
-    without materialising it (SQLite steps its cursor; PostgreSQL uses a server-side cursor).
-    """
+class SqlAccess:
+    """How the mixins of `SqlLedger` run SQL: `_x` with `?` placeholders, and `_stream`, which
+    iterates a query without materialising it (SQLite steps its cursor; PostgreSQL uses a
+    server-side cursor). `SqlLedger` and its backends implement them."""
 
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
@@ -56,6 +54,11 @@ class LedgerReads:
         self, sql: str, params: Sequence[Any] = ()
     ) -> Generator[tuple[Any, ...], None, None]:
         yield from self._x(sql, params)
+
+
+class LedgerReads(SqlAccess):
+    """Reads that stream: memory stays bounded whatever the ledger's size. Mixed into
+    `SqlLedger`."""
 
     def scan(self, source: str, from_index: int = 0) -> Generator[tuple[Any, ...], None, None]:
         """One chain in chain order from `from_index` on, joined with its side-table rows.

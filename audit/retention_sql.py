@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.checkpoint import Checkpoint
+from audit.ledger_reads import SqlAccess
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +37,8 @@ def retention_schema(id_column: str) -> list[str]:
     ]
 
 
-class RetentionStore:
+class RetentionStore(SqlAccess):
     """Mixed into `SqlLedger`: the reads and deletions retention needs, each source on its own."""
-
-    def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
-
-    def _stream(
-        self, sql: str, params: Sequence[Any] = ()
-    ) -> Generator[tuple[Any, ...], None, None]:
-        yield from self._x(sql, params)
 
     def _transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError

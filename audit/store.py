@@ -97,15 +97,14 @@ class LedgerGate:
         self._thread.shutdown(wait=False)
 
     def _checkpoint_sync(self) -> Checkpoint | None:
-        heads = self.ledger.heads()
+        heads, newest = self.ledger.heads(), self.ledger.newest_checkpoint()
         now = time.time_ns()
         if self._signed is None:  # after a restart: what the last run signed, if anything
-            last = self.ledger.newest_checkpoint()
-            self._signed = last.heads() if last is not None else {}
-            self._signed_ns = last.created_ns if last is not None else 0
+            self._signed = newest.heads() if newest is not None else {}
+            self._signed_ns = newest.created_ns if newest is not None else 0
         if not heads or (heads == self._signed and now - self._signed_ns < RESIGN_IDLE_NS):
             return None
-        cp = sign_checkpoint(self._key, heads, now, after=self.ledger.newest_checkpoint())
+        cp = sign_checkpoint(self._key, heads, now, after=newest)
         self.ledger.add_checkpoint(cp)
         self._signed, self._signed_ns = dict(heads), now
         if now - self._coarsened_ns >= COARSEN_EVERY_NS:
