@@ -230,14 +230,16 @@ class Replica:
 
 
 async def start_replica(name: str, config: dict[str, Any], directory: Path) -> Replica:
-    """Write the rendered settings and run `llm-gateway serve` with the pod's name as source."""
+    """Write the settings and run `llm-gateway serve`, with the pod's name as audit source when
+    they have an audit section."""
     directory.mkdir(parents=True, exist_ok=True)
     config_file = directory / "gateway.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("LLMGW_", "OTEL_", "PROMETHEUS_"))
     }
-    env["LLMGW_AUDIT_SOURCE"] = name  # the downward API's metadata.name in Kubernetes
+    if "audit" in config:  # the downward API's metadata.name in Kubernetes names the chains
+        env["LLMGW_AUDIT_SOURCE"] = name
     log = directory / "gateway.log"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
@@ -245,6 +247,6 @@ async def start_replica(name: str, config: dict[str, Any], directory: Path) -> R
             env=env, stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=directory,
         )  # fmt: skip
     port = int(config["server"]["listen"].rpartition(":")[2])
-    http_port = int(config["http"]["listen"].rpartition(":")[2])
+    http = config.get("http", {}).get("listen")
     metrics_port = int(config["metrics"]["listen"].rpartition(":")[2])
-    return Replica(name, process, port, metrics_port, log, http_port)
+    return Replica(name, process, port, metrics_port, log, http and int(http.rpartition(":")[2]))

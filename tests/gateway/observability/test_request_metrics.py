@@ -6,14 +6,12 @@ import asyncio
 import functools
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import yaml
 from llmgateway.v1 import gateway_pb2 as pb
 from llmgateway.v1 import gateway_pb2_grpc
 
@@ -22,7 +20,7 @@ from gateway.auth.settings import DEV_AUDIENCE, DEV_ISSUER
 from gateway.process.logging_setup import JsonLinesFormatter
 from gateway.process.metrics_server import MetricsSettings
 from gateway.request.access_log import LOGGER_NAME
-from tests.deploy.loopback import BIN, Replica
+from tests.deploy.loopback import Replica, start_replica
 from tests.gateway.observability.request_mix import (
     LIMITS_POLICY,
     MixGateway,
@@ -96,20 +94,7 @@ async def _start_processes(
         "limits": {"redis_url": redis.url},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
     }
-    config_file = home / "gateway.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("LLMGW_", "OTEL_", "PROMETHEUS_"))
-    }
-    log = home / "gateway.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            str(BIN / "llm-gateway"), "serve", "--config", str(config_file),
-            env=env, stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=home,
-        )  # fmt: skip
-    port = int(config["server"]["listen"].rpartition(":")[2])  # type: ignore[index]
-    metrics_port = int(config["metrics"]["listen"].rpartition(":")[2])  # type: ignore[index]
-    replica = Replica("gateway", process, port, metrics_port, log)
+    replica = await start_replica("gateway", config, home)
     await replica.wait_ready()
     return replica
 
